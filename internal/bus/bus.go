@@ -1,0 +1,93 @@
+// Package bus publishes to Pub/Sub topics.
+//
+// It calls the Publish RPC directly instead of the bundling Publisher: a
+// trigger is one message sent inside a request, and the gate must know, when
+// the call returns, whether it was accepted. The bundler keeps retrying in
+// the background after the caller's context ends, which would turn a
+// "failed" publish the gate has already released into a second copy.
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"cloud.google.com/go/pubsub/v2"
+	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// Bus publishes messages to topics of one project.
+type Bus struct {
+	client  *pubsub.Client
+	project string
+	create  bool
+
+	mu      sync.Mutex
+	ensured map[string]bool
+}
+
+// New connects to Pub/Sub (the emulator when PUBSUB_EMULATOR_HOST is set).
+// With createTopics, a topic is created on first use when missing, which is
+// what a local run against the emulator needs; deploy scripts create them in
+// production.
+func New(ctx context.Context, project string, createTopics bool) (*Bus, error) {
+	c, err := pubsub.NewClient(ctx, project)
+	if err != nil {
+		return nil, fmt.Errorf("bus: connect: %w", err)
+	}
+	return &Bus{client: c, project: project, create: createTopics, ensured: map[string]bool{}}, nil
+}
+
+// Client exposes the underlying client for admin work (tests, tools).
+func (b *Bus) Client() *pubsub.Client { return b.client }
+
+// TopicName returns the full resource name of topic.
+func (b *Bus) TopicName(topic string) string {
+	return fmt.Sprintf("projects/%s/topics/%s", b.project, topic)
+}
+
+// Publish sends one message and returns its server-assigned id.
+func (b *Bus) Publish(ctx context.Context, topic string, data []byte, attrs map[string]string) (string, error) {
+	if b.create {
+		if err := b.EnsureTopic(ctx, topic); err != nil {
+			return "", err
+		}
+	}
+	res, err := b.client.TopicAdminClient.Publish(ctx, &pubsubpb.PublishRequest{
+		Topic:    b.TopicName(topic),
+		Messages: []*pubsubpb.PubsubMessage{{Data: data, Attributes: attrs}},
+	})
+	if err != nil {
+		return "", fmt.Errorf("bus: publish to %s: %w", topic, err)
+	}
+	if len(res.MessageIds) != 1 {
+		return "", fmt.Errorf("bus: publish to %s: %d ids returned", topic, len(res.MessageIds))
+	}
+	return res.MessageIds[0], nil
+}
+
+// EnsureTopic creates topic unless it exists; it remembers topics it has seen.
+func (b *Bus) EnsureTopic(ctx context.Context, topic string) error {
+	b.mu.Lock()
+	done := b.ensured[topic]
+	b.mu.Unlock()
+	if done {
+		return nil
+	}
+	_, err := b.client.TopicAdminClient.CreateTopic(ctx, &pubsubpb.Topic{Name: b.TopicName(topic)})
+	if err != nil && status.Code(err) != codes.AlreadyExists {
+		return fmt.Errorf("bus: create topic %s: %w", topic, err)
+	}
+	b.mu.Lock()
+	b.ensured[topic] = true
+	b.mu.Unlock()
+	return nil
+}
+
+// Close releases the connection.
+func (b *Bus) Close() error {
+	return errors.Join(b.client.Close())
+}

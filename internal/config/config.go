@@ -1,0 +1,380 @@
+// Package config is phasegate's one typed configuration: defaults embedded in
+// the binary, overridden by the YAML file named in ORCHESTRATOR_CONFIG, then
+// by the environment variables the running system already uses. Load
+// validates the result and names the offending field.
+package config
+
+import (
+	"bytes"
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"regexp"
+	"slices"
+	"time"
+
+	"github.com/sethvargo/go-envconfig"
+	"gopkg.in/yaml.v3"
+)
+
+//go:embed defaults.yaml
+var defaultsYAML []byte
+
+// Config is everything phasegate can be told.
+type Config struct {
+	ProjectID   string      `yaml:"project_id"`
+	Topics      Topics      `yaml:"topics"`
+	Gate        Gate        `yaml:"gate"`
+	Idempotency Idempotency `yaml:"idempotency"`
+	Sweep       Sweep       `yaml:"sweep"`
+	Alerts      Alerts      `yaml:"alerts"`
+	Batch       Batch       `yaml:"batch"`
+	Phases      []Phase     `yaml:"phases"`
+}
+
+// Topics the orchestrator publishes to or is triggered by, beyond each
+// phase's own.
+type Topics struct {
+	DeadLetter      string `yaml:"dead_letter"`
+	Sweep           string `yaml:"sweep"`
+	PredictionReady string `yaml:"prediction_ready"`
+	BatchComplete   string `yaml:"batch_complete"`
+}
+
+// Gate tunes the claim → publish → confirm protocol.
+type Gate struct {
+	ClaimLease     time.Duration `yaml:"claim_lease"`
+	WriteAttempts  int           `yaml:"write_attempts"`
+	PublishTimeout time.Duration `yaml:"publish_timeout"`
+}
+
+// Idempotency configures the pubsub_deduplication keys.
+type Idempotency struct {
+	Enabled Flag          `yaml:"enabled"`
+	TTL     time.Duration `yaml:"ttl"`
+}
+
+// Sweep bounds one run of the scheduled sweep.
+type Sweep struct {
+	LookBack    time.Duration `yaml:"look_back"`
+	MaxItems    int           `yaml:"max_items"`
+	Concurrency int           `yaml:"concurrency"`
+}
+
+// Alerts configures Slack delivery.
+type Alerts struct {
+	WebhookURL        string        `yaml:"webhook_url"`
+	WebhookURLError   string        `yaml:"webhook_url_error"`
+	WebhookURLWarning string        `yaml:"webhook_url_warning"`
+	SendBudget        time.Duration `yaml:"send_budget"`
+	MaxElapsed        time.Duration `yaml:"max_elapsed"`
+	MinInterval       time.Duration `yaml:"min_interval"`
+	RequestTimeout    time.Duration `yaml:"request_timeout"`
+}
+
+// Batch configures prediction-batch tracking and its migration flags.
+type Batch struct {
+	EnableSubcollection   Flag          `yaml:"enable_subcollection_completions"`
+	DualWrite             Flag          `yaml:"dual_write_mode"`
+	UseSubcollectionReads Flag          `yaml:"use_subcollection_reads"`
+	ArrayCap              int           `yaml:"array_cap"`
+	StallAfter            time.Duration `yaml:"stall_after"`
+	StallMinPercent       int           `yaml:"stall_min_percent"`
+	MaxAge                time.Duration `yaml:"max_age"`
+}
+
+// Phase is one gate between two phases.
+type Phase struct {
+	Name        string            `yaml:"name"`        // phase3_to_phase4
+	EntryPoint  string            `yaml:"entry_point"` // Phase3To4
+	Number      int               `yaml:"number"`      // 3
+	InputTopic  string            `yaml:"input_topic"`
+	OutputTopic string            `yaml:"output_topic"`
+	Collection  string            `yaml:"collection"`
+	Expected    []string          `yaml:"expected"`
+	NameMap     map[string]string `yaml:"name_map"`
+	// ModeAware enables the overnight / same_day / tomorrow rule.
+	ModeAware       bool     `yaml:"mode_aware"`
+	Critical        []string `yaml:"critical"`
+	MajorityPercent int      `yaml:"majority_percent"`
+	SameDayRequired []string `yaml:"same_day_required"`
+	// Timed rules fire with the data at hand once enough time has passed
+	// since the first completion: deadlines and timeout tiers alike.
+	Timed       []TimedRule `yaml:"timed"`
+	LateArrival bool        `yaml:"late_arrival"`
+}
+
+// TimedRule fires when at least MinCompleted expected processors are in and
+// After has elapsed since the first completion (bounds inclusive).
+type TimedRule struct {
+	Reason       string        `yaml:"reason"`
+	Enabled      Flag          `yaml:"enabled"`
+	MinCompleted int           `yaml:"min_completed"`
+	After        time.Duration `yaml:"after"`
+}
+
+// Phase returns the phase with the given entry point or name.
+func (c *Config) Phase(key string) (*Phase, bool) {
+	for i := range c.Phases {
+		if c.Phases[i].EntryPoint == key || c.Phases[i].Name == key {
+			return &c.Phases[i], true
+		}
+	}
+	return nil, false
+}
+
+// env holds the variables the running system already uses. Pointers stay nil
+// when a variable is unset so that only set ones override the file.
+type env struct {
+	GCPProject           string         `env:"GCP_PROJECT"`
+	GoogleCloudProject   string         `env:"GOOGLE_CLOUD_PROJECT"`
+	ConfigFile           string         `env:"ORCHESTRATOR_CONFIG"`
+	Slack                *string        `env:"SLACK_WEBHOOK_URL, noinit"`
+	SlackError           *string        `env:"SLACK_WEBHOOK_URL_ERROR, noinit"`
+	SlackWarning         *string        `env:"SLACK_WEBHOOK_URL_WARNING, noinit"`
+	Phase2Deadline       *Flag          `env:"ENABLE_PHASE2_COMPLETION_DEADLINE, noinit"`
+	Phase2TimeoutMinutes *int           `env:"PHASE2_COMPLETION_TIMEOUT_MINUTES, noinit"`
+	Phase2Timeout        *time.Duration `env:"PHASE2_COMPLETION_TIMEOUT, noinit"`
+	Subcollection        *Flag          `env:"ENABLE_SUBCOLLECTION_COMPLETIONS, noinit"`
+	DualWrite            *Flag          `env:"DUAL_WRITE_MODE, noinit"`
+	SubcollectionReads   *Flag          `env:"USE_SUBCOLLECTION_READS, noinit"`
+	Idempotency          *Flag          `env:"ENABLE_IDEMPOTENCY_KEYS, noinit"`
+	DedupTTLDays         *int           `env:"DEDUP_TTL_DAYS, noinit"`
+}
+
+// Load reads the configuration from the process environment.
+func Load(ctx context.Context) (*Config, error) {
+	return LoadFrom(ctx, envconfig.OsLookuper())
+}
+
+// LoadFrom reads the configuration with env looked up in l (tests pass a map).
+func LoadFrom(ctx context.Context, l envconfig.Lookuper) (*Config, error) {
+	var e env
+	if err := envconfig.ProcessWith(ctx, &envconfig.Config{Target: &e, Lookuper: l}); err != nil {
+		return nil, fmt.Errorf("config: environment: %w", err)
+	}
+	cfg, err := decode(defaultsYAML, nil)
+	if err != nil {
+		return nil, fmt.Errorf("config: embedded defaults: %w", err)
+	}
+	if e.ConfigFile != "" {
+		b, err := os.ReadFile(e.ConfigFile)
+		if err != nil {
+			return nil, fmt.Errorf("config: ORCHESTRATOR_CONFIG: %w", err)
+		}
+		if cfg, err = decode(b, cfg); err != nil {
+			return nil, fmt.Errorf("config: %s: %w", e.ConfigFile, err)
+		}
+	}
+	if err := e.apply(cfg); err != nil {
+		return nil, err
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// Default returns the embedded defaults, validated; for tests and tools.
+func Default() *Config {
+	cfg, err := decode(defaultsYAML, nil)
+	if err != nil {
+		panic(err)
+	}
+	return cfg
+}
+
+// decode overlays YAML onto base (nil: an empty Config). Unknown keys are
+// errors: a misspelt option must not be silently ignored.
+func decode(b []byte, base *Config) (*Config, error) {
+	if base == nil {
+		base = &Config{}
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	// An empty override file decodes to io.EOF and changes nothing.
+	if err := dec.Decode(base); err != nil && !errors.Is(err, io.EOF) {
+		return nil, err
+	}
+	return base, nil
+}
+
+func (e *env) apply(c *Config) error {
+	if e.GCPProject != "" {
+		c.ProjectID = e.GCPProject
+	} else if e.GoogleCloudProject != "" {
+		c.ProjectID = e.GoogleCloudProject
+	}
+	set := func(dst *string, v *string) {
+		if v != nil {
+			*dst = *v
+		}
+	}
+	set(&c.Alerts.WebhookURL, e.Slack)
+	set(&c.Alerts.WebhookURLError, e.SlackError)
+	set(&c.Alerts.WebhookURLWarning, e.SlackWarning)
+	if p, ok := c.Phase("phase2_to_phase3"); ok {
+		if r := p.timedRule("deadline_exceeded"); r != nil {
+			if e.Phase2Deadline != nil {
+				r.Enabled = *e.Phase2Deadline
+			}
+			if e.Phase2TimeoutMinutes != nil {
+				r.After = time.Duration(*e.Phase2TimeoutMinutes) * time.Minute
+			}
+			if e.Phase2Timeout != nil { // the duration form wins over minutes
+				r.After = *e.Phase2Timeout
+			}
+		}
+	}
+	for dst, v := range map[*Flag]*Flag{
+		&c.Batch.EnableSubcollection:   e.Subcollection,
+		&c.Batch.DualWrite:             e.DualWrite,
+		&c.Batch.UseSubcollectionReads: e.SubcollectionReads,
+		&c.Idempotency.Enabled:         e.Idempotency,
+	} {
+		if v != nil {
+			*dst = *v
+		}
+	}
+	if e.DedupTTLDays != nil {
+		c.Idempotency.TTL = time.Duration(*e.DedupTTLDays) * 24 * time.Hour
+	}
+	return nil
+}
+
+func (p *Phase) timedRule(reason string) *TimedRule {
+	for i := range p.Timed {
+		if p.Timed[i].Reason == reason {
+			return &p.Timed[i]
+		}
+	}
+	return nil
+}
+
+var nameRE = regexp.MustCompile(`^[a-z][a-z0-9_]{0,127}$`)
+
+// ValidName reports whether s can be a processor's normalised name (and so
+// a Firestore field name).
+func ValidName(s string) bool { return nameRE.MatchString(s) }
+
+// Validate checks every field and returns all problems, each naming its field.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("config: %s: %s", field, fmt.Sprintf(format, args...)))
+	}
+	positive := func(field string, d time.Duration) {
+		if d <= 0 {
+			bad(field, "must be a positive duration, got %v", d)
+		}
+	}
+	for field, v := range map[string]string{
+		"topics.dead_letter": c.Topics.DeadLetter, "topics.sweep": c.Topics.Sweep,
+		"topics.prediction_ready": c.Topics.PredictionReady, "topics.batch_complete": c.Topics.BatchComplete,
+	} {
+		if v == "" {
+			bad(field, "must not be empty")
+		}
+	}
+	positive("gate.claim_lease", c.Gate.ClaimLease)
+	if c.Gate.ClaimLease > 60*time.Second {
+		bad("gate.claim_lease", "must be at most 60s, got %v", c.Gate.ClaimLease)
+	}
+	positive("gate.publish_timeout", c.Gate.PublishTimeout)
+	if c.Gate.WriteAttempts < 1 {
+		bad("gate.write_attempts", "must be at least 1")
+	}
+	positive("idempotency.ttl (DEDUP_TTL_DAYS)", c.Idempotency.TTL)
+	positive("sweep.look_back", c.Sweep.LookBack)
+	if c.Sweep.MaxItems < 1 {
+		bad("sweep.max_items", "must be at least 1")
+	}
+	if c.Sweep.Concurrency < 1 {
+		bad("sweep.concurrency", "must be at least 1")
+	}
+	positive("alerts.send_budget", c.Alerts.SendBudget)
+	positive("alerts.max_elapsed", c.Alerts.MaxElapsed)
+	positive("alerts.request_timeout", c.Alerts.RequestTimeout)
+	if c.Alerts.MinInterval < 0 {
+		bad("alerts.min_interval", "must not be negative")
+	}
+	b := c.Batch
+	// A batch in the bucket where subcollection writes are on but neither
+	// the array nor subcollection reads are would count nothing.
+	if b.EnableSubcollection.Percent > max(b.DualWrite.Percent, b.UseSubcollectionReads.Percent) {
+		bad("batch (ENABLE_SUBCOLLECTION_COMPLETIONS, DUAL_WRITE_MODE, USE_SUBCOLLECTION_READS)",
+			"subcollection writes without dual writes require subcollection reads: %v/%v/%v would leave batches counted from an array nobody writes",
+			b.EnableSubcollection, b.DualWrite, b.UseSubcollectionReads)
+	}
+	if b.ArrayCap < 1 || b.ArrayCap > 1000 {
+		bad("batch.array_cap", "must be between 1 and 1000, got %d", b.ArrayCap)
+	}
+	positive("batch.stall_after", b.StallAfter)
+	positive("batch.max_age", b.MaxAge)
+	if b.StallMinPercent < 1 || b.StallMinPercent > 100 {
+		bad("batch.stall_min_percent", "must be between 1 and 100, got %d", b.StallMinPercent)
+	}
+	if len(c.Phases) == 0 {
+		bad("phases", "must not be empty")
+	}
+	seen := map[string]bool{}
+	for i, p := range c.Phases {
+		f := fmt.Sprintf("phases[%d]", i)
+		if p.Name != "" {
+			f = fmt.Sprintf("phases[%s]", p.Name)
+		}
+		if p.Name == "" || p.EntryPoint == "" {
+			bad(f, "name and entry_point are required")
+		}
+		if seen[p.Name] || seen[p.EntryPoint] {
+			bad(f, "duplicate phase %q", p.Name)
+		}
+		seen[p.Name], seen[p.EntryPoint] = true, true
+		if p.InputTopic == "" || p.OutputTopic == "" || p.Collection == "" {
+			bad(f, "input_topic, output_topic and collection are required")
+		}
+		if len(p.Expected) == 0 {
+			bad(f+".expected", "must not be empty")
+		}
+		for _, n := range p.Expected {
+			if !ValidName(n) {
+				bad(f+".expected", "%q is not a valid processor name ([a-z][a-z0-9_]{0,127})", n)
+			}
+		}
+		for from, to := range p.NameMap {
+			if !slices.Contains(p.Expected, to) {
+				bad(f+".name_map", "%q maps to %q, which is not expected", from, to)
+			}
+		}
+		for _, group := range []struct {
+			field string
+			names []string
+		}{{".critical", p.Critical}, {".same_day_required", p.SameDayRequired}} {
+			for _, n := range group.names {
+				if !slices.Contains(p.Expected, n) {
+					bad(f+group.field, "%q is not expected", n)
+				}
+			}
+		}
+		if p.ModeAware && len(p.SameDayRequired) == 0 {
+			bad(f+".same_day_required", "a mode-aware phase needs the processors same-day and tomorrow runs wait for")
+		}
+		if len(p.Critical) > 0 && (p.MajorityPercent < 1 || p.MajorityPercent > 100) {
+			bad(f+".majority_percent", "must be between 1 and 100 when critical is set, got %d", p.MajorityPercent)
+		}
+		for j, r := range p.Timed {
+			rf := fmt.Sprintf("%s.timed[%d]", f, j)
+			if !ValidName(r.Reason) {
+				bad(rf+".reason", "%q is not a valid reason", r.Reason)
+			}
+			positive(rf+".after", r.After)
+			if r.MinCompleted < 1 || r.MinCompleted > len(p.Expected) {
+				bad(rf+".min_completed", "must be between 1 and %d, got %d", len(p.Expected), r.MinCompleted)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
