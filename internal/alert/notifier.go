@@ -1,0 +1,366 @@
+package alert
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/sethvargo/go-retry"
+	"github.com/slack-go/slack"
+	"github.com/sony/gobreaker/v2"
+	"golang.org/x/time/rate"
+
+	"github.com/phasegate/phasegate/internal/config"
+	"github.com/phasegate/phasegate/internal/metrics"
+)
+
+// ErrBreakerOpen is returned (wrapped) when a webhook's circuit breaker is
+// open: Slack has failed repeatedly, and the alert is refused at once rather
+// than making every request wait out its retry budget.
+var ErrBreakerOpen = errors.New("alert: circuit breaker open")
+
+// ErrRejected is returned (wrapped) when Slack refused the message with a
+// 4xx other than 429: the same request can never succeed, so it is not
+// retried.
+var ErrRejected = errors.New("alert: rejected by slack")
+
+// Defaults for the breaker and the backoff; the Option functions change them
+// (tests use them to run fast).
+const (
+	DefaultBreakerFailures = 5
+	DefaultBreakerOpenFor  = 30 * time.Second
+	DefaultRetryBase       = 250 * time.Millisecond
+	// maxBackoff caps one wait of the exponential backoff so that a long
+	// budget (a sweep's MaxElapsed) keeps trying instead of sleeping it away.
+	maxBackoff = 5 * time.Second
+	// jitterPercent spreads retries of instances that failed together.
+	jitterPercent = 25
+)
+
+// Notifier posts alerts to Slack incoming webhooks. It is safe for
+// concurrent use and meant to live as long as the process, because its rate
+// limiters and breakers only work if shared by every request.
+type Notifier struct {
+	cfg       config.Alerts
+	log       *slog.Logger
+	m         *metrics.Registry
+	client    *http.Client
+	retryBase time.Duration
+	failures  uint32
+	openFor   time.Duration
+	routes    map[Severity]*route // absent severity: log only
+}
+
+// route is one webhook URL with the state that must be shared by every
+// alert posted to it. Severities that fall back to the same URL share it.
+type route struct {
+	name    string // the severities using it, e.g. "warning+info"; never the URL
+	url     string
+	limiter *rate.Limiter
+	breaker *gobreaker.CircuitBreaker[struct{}]
+
+	mu           sync.Mutex
+	blockedUntil time.Time // from Slack's Retry-After, for every sender
+}
+
+// Option changes a Notifier default.
+type Option func(*Notifier)
+
+// WithHTTPClient replaces the client (whose Timeout otherwise is
+// cfg.RequestTimeout).
+func WithHTTPClient(c *http.Client) Option { return func(n *Notifier) { n.client = c } }
+
+// WithRetryBase sets the first backoff delay.
+func WithRetryBase(d time.Duration) Option { return func(n *Notifier) { n.retryBase = d } }
+
+// WithBreaker sets how many consecutive failures open a webhook's breaker and
+// how long it stays open before one trial request is let through.
+func WithBreaker(failures int, openFor time.Duration) Option {
+	return func(n *Notifier) { n.failures, n.openFor = uint32(max(failures, 1)), openFor }
+}
+
+// NewNotifier builds the routes of cfg: each severity's URL, or
+// cfg.WebhookURL when that one is unset; with no URL at all alerts are only
+// logged.
+func NewNotifier(cfg config.Alerts, log *slog.Logger, m *metrics.Registry, opts ...Option) *Notifier {
+	n := &Notifier{
+		cfg: cfg, log: log, m: m,
+		client:    &http.Client{Timeout: cfg.RequestTimeout},
+		retryBase: DefaultRetryBase,
+		failures:  DefaultBreakerFailures,
+		openFor:   DefaultBreakerOpenFor,
+		routes:    map[Severity]*route{},
+	}
+	for _, o := range opts {
+		o(n)
+	}
+	if n.retryBase <= 0 {
+		n.retryBase = DefaultRetryBase
+	}
+	byURL := map[string]*route{}
+	for _, s := range []Severity{Error, Warning, Info} {
+		url := map[Severity]string{Error: cfg.WebhookURLError, Warning: cfg.WebhookURLWarning, Info: cfg.WebhookURL}[s]
+		if url == "" {
+			url = cfg.WebhookURL
+		}
+		if url == "" {
+			continue
+		}
+		r, ok := byURL[url]
+		if !ok {
+			r = &route{url: url, limiter: rate.NewLimiter(rate.Inf, 1)}
+			if cfg.MinInterval > 0 {
+				r.limiter = rate.NewLimiter(rate.Every(cfg.MinInterval), 1)
+			}
+			byURL[url] = r
+		}
+		if r.name != "" {
+			r.name += "+"
+		}
+		r.name += s.String()
+		n.routes[s] = r
+	}
+	for _, r := range byURL {
+		r.breaker = gobreaker.NewCircuitBreaker[struct{}](gobreaker.Settings{
+			Name:        r.name,
+			MaxRequests: 1,
+			Timeout:     n.openFor,
+			ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= n.failures },
+			IsExcluded:  notSlacksFault,
+			OnStateChange: func(name string, from, to gobreaker.State) {
+				level := slog.LevelInfo
+				if to == gobreaker.StateOpen {
+					level = slog.LevelError
+				}
+				n.m.Inc("alerts.breaker_" + strings.ReplaceAll(to.String(), "-", "_"))
+				// The breaker calls this without a context; the line still
+				// carries the webhook's route name.
+				n.log.Log(context.Background(), level, "alert: slack circuit breaker changed state",
+					"breaker", name, "from", from.String(), "to", to.String())
+			},
+		})
+	}
+	return n
+}
+
+// Breakers reports each configured route's breaker state ("closed", "open",
+// "half-open") for the Health endpoint, keyed "error", "warning", "info";
+// routes sharing a URL share a state. Routes with no URL are absent, so an
+// empty map means alerts are only logged.
+func (n *Notifier) Breakers() map[string]string {
+	out := map[string]string{}
+	for s, r := range n.routes {
+		out[s.String()] = r.breaker.State().String()
+	}
+	return out
+}
+
+func (n *Notifier) route(a Alert) (Severity, *route) {
+	s := a.Severity
+	if a.Resolved {
+		// The contract routes "resolved" follow-ups with the warnings.
+		s = Warning
+	}
+	return s, n.routes[s]
+}
+
+// Post delivers a, retrying transient failures until the earlier of ctx's
+// deadline and cfg.MaxElapsed. It returns nil once Slack accepted the
+// message or, when no webhook is configured, once it is logged.
+func (n *Notifier) Post(ctx context.Context, a Alert) error {
+	sev, r := n.route(a)
+	attrs := []any{"alert_key", a.Key, "severity", sev.String(), "resolved", a.Resolved}
+	if r == nil {
+		n.m.Inc("alerts.logged_only")
+		n.log.Log(ctx, logLevel(a), "alert (no Slack webhook configured): "+a.Title, append(attrs,
+			"game_date", a.GameDate, "phase", a.Phase, "reason", a.Reason,
+			"completed", a.Completed, "expected", a.Expected, "missing", a.Missing,
+			"elapsed", FormatElapsed(a.Elapsed), "detail", a.Detail)...)
+		return nil
+	}
+	attrs = append(attrs, "route", r.name)
+	if r.breaker.State() == gobreaker.StateOpen {
+		n.m.Inc("alerts.breaker_open")
+		n.m.Inc("alerts.failed")
+		n.log.WarnContext(ctx, "alert not sent: slack circuit breaker open", attrs...)
+		return fmt.Errorf("%w (%s)", ErrBreakerOpen, r.name)
+	}
+
+	deadline := time.Now().Add(n.cfg.MaxElapsed)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	ctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+
+	msg := Message(a)
+	exp := retry.WithCappedDuration(maxBackoff, retry.WithJitterPercent(jitterPercent, retry.NewExponential(n.retryBase)))
+	var (
+		attempt    int
+		retryAfter time.Duration
+		lastErr    error
+	)
+	backoff := retry.BackoffFunc(func() (time.Duration, bool) {
+		d, stop := exp.Next()
+		if stop {
+			return 0, true
+		}
+		d = max(d, retryAfter)
+		// Waiting past the budget only to be cut off helps nobody; the
+		// outbox will try again later.
+		if time.Now().Add(d).After(deadline) {
+			return 0, true
+		}
+		return d, false
+	})
+	err := retry.Do(ctx, backoff, func(ctx context.Context) error {
+		attempt++
+		retryAfter = 0
+		if attempt > 1 {
+			n.m.Inc("alerts.retry")
+		}
+		n.m.Inc("alerts.attempt")
+		start := time.Now()
+		err := n.attempt(ctx, r, msg, deadline)
+		lastErr = err
+		if err == nil {
+			n.log.InfoContext(ctx, "alert sent to slack", append(attrs, "attempt", attempt, "took", time.Since(start).String())...)
+			return nil
+		}
+		retryable := true
+		var rl *slack.RateLimitedError
+		var sc slack.StatusCodeError
+		switch {
+		case errors.Is(err, ErrBreakerOpen):
+			retryable = false
+		case errors.As(err, &rl):
+			n.m.Inc("alerts.rate_limited")
+			retryAfter = rl.RetryAfter
+			r.block(time.Now().Add(rl.RetryAfter))
+		case errors.As(err, &sc):
+			if sc.Code == http.StatusTooManyRequests {
+				n.m.Inc("alerts.rate_limited")
+			}
+			if !sc.Retryable() {
+				retryable = false
+				err = fmt.Errorf("%w: %w", ErrRejected, err)
+				lastErr = err
+			}
+		}
+		n.log.WarnContext(ctx, "alert attempt failed", append(attrs,
+			"attempt", attempt, "error", err.Error(), "retryable", retryable, "retry_after", retryAfter.String())...)
+		if retryable {
+			return retry.RetryableError(err)
+		}
+		return err
+	})
+	if err == nil {
+		n.m.Inc("alerts.sent")
+		return nil
+	}
+	if lastErr != nil && !errors.Is(err, lastErr) {
+		err = fmt.Errorf("%w (after %w)", lastErr, err)
+	}
+	if errors.Is(err, ErrBreakerOpen) {
+		n.m.Inc("alerts.breaker_open")
+	}
+	n.m.Inc("alerts.failed")
+	n.log.ErrorContext(ctx, "alert not delivered to slack", append(attrs, "attempts", attempt, "error", err.Error())...)
+	return fmt.Errorf("alert %q: %w", a.Key, err)
+}
+
+// attempt is one POST, paced by the route's limiter and any Retry-After
+// Slack gave, and guarded by its breaker.
+func (n *Notifier) attempt(ctx context.Context, r *route, msg *slack.WebhookMessage, deadline time.Time) error {
+	if until := r.blocked(); !until.IsZero() {
+		if until.After(deadline) {
+			return &slack.RateLimitedError{RetryAfter: time.Until(until).Round(time.Second)}
+		}
+		if err := sleep(ctx, time.Until(until)); err != nil {
+			return err
+		}
+	}
+	if err := r.limiter.Wait(ctx); err != nil {
+		return err
+	}
+	_, err := r.breaker.Execute(func() (struct{}, error) {
+		err := slack.PostWebhookCustomHTTPContext(ctx, r.url, n.client, msg)
+		if err != nil && ctx.Err() != nil {
+			err = budgetError{err}
+		}
+		return struct{}{}, err
+	})
+	if errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests) {
+		return fmt.Errorf("%w (%s): %w", ErrBreakerOpen, r.name, err)
+	}
+	return err
+}
+
+// notSlacksFault keeps out of the breaker's count what says nothing about
+// the webhook being down: Slack asking us to slow down, a message it
+// refused, and our own budget running out.
+func notSlacksFault(err error) bool {
+	var rl *slack.RateLimitedError
+	var sc slack.StatusCodeError
+	var ne *strconv.NumError // a 429 whose Retry-After slack-go could not parse
+	switch {
+	case errors.As(err, &rl), errors.As(err, &ne):
+		return true
+	case errors.As(err, &sc):
+		return sc.Code < 500
+	}
+	return errors.As(err, new(budgetError))
+}
+
+// budgetError marks a request cut short by the caller's context rather than
+// by Slack (whose hanging is caught by the client's Timeout, and counts).
+type budgetError struct{ err error }
+
+func (e budgetError) Error() string { return e.err.Error() }
+func (e budgetError) Unwrap() error { return e.err }
+
+func (r *route) block(until time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if until.After(r.blockedUntil) {
+		r.blockedUntil = until
+	}
+}
+
+func (r *route) blocked() time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if time.Now().After(r.blockedUntil) {
+		return time.Time{}
+	}
+	return r.blockedUntil
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+func logLevel(a Alert) slog.Level {
+	switch {
+	case a.Resolved:
+		return slog.LevelInfo
+	case a.Severity == Error:
+		return slog.LevelError
+	case a.Severity == Warning:
+		return slog.LevelWarn
+	}
+	return slog.LevelInfo
+}

@@ -1,0 +1,332 @@
+package alert
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"cloud.google.com/go/firestore"
+
+	"github.com/phasegate/phasegate/internal/clock"
+	"github.com/phasegate/phasegate/internal/config"
+	"github.com/phasegate/phasegate/internal/metrics"
+	"github.com/phasegate/phasegate/internal/testenv"
+)
+
+type harness struct {
+	svc  *Service
+	fs   *firestore.Client
+	f    *fakeSlack
+	clk  *clock.Fake
+	m    *metrics.Registry
+	cfg  config.Alerts
+	t0   time.Time
+	ctx  context.Context
+	test *testing.T
+}
+
+func newHarness(t *testing.T, edit ...func(*config.Alerts)) *harness {
+	t.Helper()
+	f := newFakeSlack(t)
+	cfg := testConfig(f)
+	cfg.SendBudget, cfg.MaxElapsed = 400*time.Millisecond, time.Second
+	for _, e := range edit {
+		e(&cfg)
+	}
+	fs := testenv.Firestore(t, testenv.Project(t))
+	t0 := time.Date(2026, 1, 20, 6, 0, 0, 0, time.UTC)
+	clk := clock.NewFake(t0)
+	m := &metrics.Registry{}
+	log := testLogger(t)
+	// A breaker that never opens, so that a test's deliberate failures do
+	// not lock Slack out for the tests' later steps.
+	n := NewNotifier(cfg, log, m, WithRetryBase(10*time.Millisecond), WithBreaker(1000, time.Minute))
+	return &harness{svc: NewService(fs, n, clk, cfg, log, m), fs: fs, f: f, clk: clk, m: m, cfg: cfg, t0: t0,
+		ctx: context.Background(), test: t}
+}
+
+// doc reads the alert document of key.
+func (h *harness) doc(key string) map[string]any {
+	h.test.Helper()
+	snap, err := h.fs.Collection(Collection).Doc(DocID(key)).Get(h.ctx)
+	if err != nil {
+		h.test.Fatalf("alert document %q: %v", key, err)
+	}
+	return snap.Data()
+}
+
+// pastLeases moves the clock beyond any lease a sender could hold.
+func (h *harness) pastLeases() {
+	h.clk.Advance(h.cfg.MaxElapsed + h.cfg.SendBudget + leaseMargin + time.Second)
+}
+
+func (h *harness) flush(want int) {
+	h.test.Helper()
+	n, err := h.svc.Flush(h.ctx)
+	if err != nil {
+		h.test.Fatalf("Flush: %v", err)
+	}
+	if n != want {
+		h.test.Fatalf("Flush sent %d, want %d", n, want)
+	}
+}
+
+func (h *harness) wantDelivered(texts ...string) {
+	h.test.Helper()
+	got := h.f.delivered()
+	if len(got) != len(texts) {
+		h.test.Fatalf("delivered %d messages %v, want %d %v", len(got), textsOf(got), len(texts), texts)
+	}
+	for i, r := range got {
+		if !strings.HasPrefix(r.text, texts[i]) {
+			h.test.Errorf("message %d is %q, want it to start with %q", i, r.text, texts[i])
+		}
+	}
+}
+
+func textsOf(rs []request) []string {
+	var out []string
+	for _, r := range rs {
+		out = append(out, r.path+" "+r.text)
+	}
+	return out
+}
+
+func alertFor(key string) Alert {
+	a := sample
+	a.Key, a.Title = key, "Alert "+key
+	return a
+}
+
+func TestRaiseTwiceSendsOnce(t *testing.T) {
+	h := newHarness(t)
+	a := alertFor("k1")
+	h.svc.Raise(h.ctx, a)
+	h.clk.Advance(time.Minute)
+	h.svc.Raise(h.ctx, a)
+	h.wantDelivered("🚨 Alert k1")
+	if got := h.f.delivered()[0].path; got != "/error" {
+		t.Errorf("posted to %s, want /error", got)
+	}
+	d := h.doc("k1")
+	if d["key"] != "k1" || d["state"] != StateSent || d["severity"] != "error" {
+		t.Errorf("document = %v, want key k1, state sent, severity error", d)
+	}
+	if at, ok := d["sent_at"].(time.Time); !ok || !at.Equal(h.t0) {
+		t.Errorf("sent_at = %v, want the clock's %v", d["sent_at"], h.t0)
+	}
+	if _, ok := d["sending_until"]; ok {
+		t.Errorf("sending_until left on a sent alert: %v", d["sending_until"])
+	}
+	if got := h.m.Get("alerts.suppressed_duplicate"); got != 1 {
+		t.Errorf("alerts.suppressed_duplicate = %d, want 1", got)
+	}
+	h.pastLeases()
+	h.flush(0)
+	h.wantDelivered("🚨 Alert k1")
+}
+
+func TestConcurrentRaiseSendsOnce(t *testing.T) {
+	h := newHarness(t)
+	var wg sync.WaitGroup
+	for range 10 {
+		wg.Go(func() { h.svc.Raise(h.ctx, alertFor("k2")) })
+	}
+	wg.Wait()
+	h.wantDelivered("🚨 Alert k2")
+	if got := h.m.Get("alerts.suppressed_duplicate"); got != 9 {
+		t.Errorf("alerts.suppressed_duplicate = %d, want 9", got)
+	}
+}
+
+func TestRaiseWhileSlackDownThenFlush(t *testing.T) {
+	h := newHarness(t)
+	h.f.set(reply{code: 500})
+	start := time.Now()
+	h.svc.Raise(h.ctx, alertFor("k3"))
+	if took := time.Since(start); took > h.cfg.SendBudget+time.Second {
+		t.Errorf("Raise took %v with Slack down, want about the send budget %v", took, h.cfg.SendBudget)
+	}
+	if len(h.f.requests()) == 0 {
+		t.Fatal("Raise did not try Slack")
+	}
+	h.wantDelivered()
+	if d := h.doc("k3"); d["state"] != StatePending {
+		t.Fatalf("state = %v, want pending", d["state"])
+	}
+
+	// Within the raiser's lease the sweep leaves the alert alone, even with
+	// Slack back: the request might still be sending it.
+	h.f.set(reply{code: 200})
+	h.clk.Advance(h.cfg.SendBudget / 2)
+	h.flush(0)
+	h.wantDelivered()
+
+	h.pastLeases()
+	h.flush(1)
+	h.wantDelivered("🚨 Alert k3")
+	d := h.doc("k3")
+	if d["state"] != StateSent {
+		t.Errorf("state = %v after Flush, want sent", d["state"])
+	}
+	if _, ok := d["sending_until"]; ok {
+		t.Errorf("sending_until left after Flush: %v", d["sending_until"])
+	}
+	h.pastLeases()
+	h.flush(0)
+	h.wantDelivered("🚨 Alert k3")
+}
+
+func TestFlushRetriesWhileSlackStaysDown(t *testing.T) {
+	h := newHarness(t, func(c *config.Alerts) { c.MaxElapsed = 200 * time.Millisecond })
+	h.f.set(reply{code: 500})
+	h.svc.Raise(h.ctx, alertFor("k4"))
+	h.pastLeases()
+	h.flush(0) // claimed, tried, failed: stays pending
+	if d := h.doc("k4"); d["state"] != StatePending || d["attempts"] != int64(1) {
+		t.Fatalf("after a failed Flush: state %v attempts %v, want pending, 1", d["state"], d["attempts"])
+	}
+	h.f.set(reply{code: 200})
+	h.flush(0) // its lease is still running
+	h.pastLeases()
+	h.flush(1)
+	h.wantDelivered("🚨 Alert k4")
+}
+
+func TestConcurrentFlushSendsEachOnce(t *testing.T) {
+	h := newHarness(t)
+	h.f.set(reply{code: 500})
+	keys := []string{"c1", "c2", "c3", "c4", "c5"}
+	for _, k := range keys {
+		h.svc.Raise(h.ctx, alertFor(k))
+	}
+	h.f.set(reply{code: 200, delay: 20 * time.Millisecond})
+	h.pastLeases()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	total := 0
+	for range 2 {
+		wg.Go(func() {
+			n, err := h.svc.Flush(h.ctx)
+			if err != nil {
+				t.Error(err)
+			}
+			mu.Lock()
+			total += n
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	if total != len(keys) {
+		t.Errorf("the two Flushes sent %d, want %d", total, len(keys))
+	}
+	got := map[string]int{}
+	for _, r := range h.f.delivered() {
+		got[r.text[:strings.Index(r.text, " —")]]++
+	}
+	for _, k := range keys {
+		if n := got["🚨 Alert "+k]; n != 1 {
+			t.Errorf("alert %s delivered %d times, want 1", k, n)
+		}
+	}
+}
+
+func TestResolve(t *testing.T) {
+	h := newHarness(t)
+	a := alertFor("r1")
+	h.svc.Raise(h.ctx, a)
+	h.clk.Advance(10 * time.Minute)
+	h.svc.Resolve(h.ctx, Alert{Key: "r1"})
+	h.wantDelivered("🚨 Alert r1", "✅ Resolved: Alert r1")
+	if got := h.f.delivered()[1].path; got != "/warning" {
+		t.Errorf("resolved follow-up went to %s, want /warning", got)
+	}
+	d := h.doc("r1")
+	if at, ok := d["resolved_at"].(time.Time); d["resolve_state"] != StateSent || !ok || !at.Equal(h.t0.Add(10*time.Minute)) {
+		t.Errorf("resolve_state %v resolved_at %v, want sent at %v", d["resolve_state"], d["resolved_at"], h.t0.Add(10*time.Minute))
+	}
+
+	h.svc.Resolve(h.ctx, Alert{Key: "r1"})
+	h.pastLeases()
+	h.flush(0)
+	h.wantDelivered("🚨 Alert r1", "✅ Resolved: Alert r1")
+}
+
+func TestConcurrentResolveSendsOnce(t *testing.T) {
+	h := newHarness(t)
+	h.svc.Raise(h.ctx, alertFor("r2"))
+	var wg sync.WaitGroup
+	for range 10 {
+		wg.Go(func() { h.svc.Resolve(h.ctx, Alert{Key: "r2"}) })
+	}
+	wg.Wait()
+	h.wantDelivered("🚨 Alert r2", "✅ Resolved: Alert r2")
+}
+
+func TestResolveWithoutRaise(t *testing.T) {
+	h := newHarness(t)
+	h.svc.Resolve(h.ctx, Alert{Key: "never"})
+	h.pastLeases()
+	h.flush(0)
+	h.wantDelivered()
+	if _, err := h.fs.Collection(Collection).Doc(DocID("never")).Get(h.ctx); err == nil {
+		t.Error("Resolve created a document for an alert never raised")
+	}
+}
+
+func TestResolveBeforeRaiseDelivered(t *testing.T) {
+	h := newHarness(t)
+	h.f.set(reply{code: 500})
+	h.svc.Raise(h.ctx, alertFor("r3"))
+	h.svc.Resolve(h.ctx, Alert{Key: "r3"})
+	h.wantDelivered()
+	h.f.set(reply{code: 200})
+	h.pastLeases()
+	h.flush(2) // the alert first, then its follow-up
+	h.wantDelivered("🚨 Alert r3", "✅ Resolved: Alert r3")
+	if d := h.doc("r3"); d["state"] != StateSent || d["resolve_state"] != StateSent {
+		t.Errorf("state %v resolve_state %v, want both sent", d["state"], d["resolve_state"])
+	}
+	h.pastLeases()
+	h.flush(0)
+}
+
+func TestFlushGivesUp(t *testing.T) {
+	h := newHarness(t)
+	h.f.set(reply{code: 400})
+	h.svc.Raise(h.ctx, alertFor("g1"))
+	for range MaxFlushAttempts + 3 {
+		h.pastLeases()
+		h.flush(0)
+	}
+	if got := len(h.f.requests()); got != 1+MaxFlushAttempts {
+		t.Errorf("%d requests, want %d (the raise plus %d sweeps)", got, 1+MaxFlushAttempts, MaxFlushAttempts)
+	}
+	if d := h.doc("g1"); d["state"] != StateFailed {
+		t.Errorf("state = %v, want failed", d["state"])
+	}
+	// Nobody saw the alert, so its resolution is not announced either.
+	h.f.set(reply{code: 200})
+	h.svc.Resolve(h.ctx, Alert{Key: "g1"})
+	h.pastLeases()
+	h.flush(0)
+	h.wantDelivered()
+}
+
+func TestLoggedOnlyStillOnce(t *testing.T) {
+	h := newHarness(t, func(c *config.Alerts) { c.WebhookURL, c.WebhookURLError, c.WebhookURLWarning = "", "", "" })
+	h.svc.Raise(h.ctx, alertFor("l1"))
+	h.svc.Raise(h.ctx, alertFor("l1"))
+	h.svc.Resolve(h.ctx, Alert{Key: "l1"})
+	if got := h.m.Get("alerts.logged_only"); got != 2 {
+		t.Errorf("alerts.logged_only = %d, want 2 (the alert and its follow-up)", got)
+	}
+	if d := h.doc("l1"); d["state"] != StateSent || d["resolve_state"] != StateSent {
+		t.Errorf("state %v resolve_state %v, want both sent", d["state"], d["resolve_state"])
+	}
+	if len(h.f.requests()) != 0 {
+		t.Error("Slack was called with no webhook configured")
+	}
+}

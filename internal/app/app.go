@@ -1,0 +1,132 @@
+// Package app wires phasegate's parts from a configuration: one App serves
+// every entry point, whether functions-framework hosts one of them on Cloud
+// Run or `phasegate serve` hosts them all locally.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+
+	"cloud.google.com/go/firestore"
+
+	"github.com/phasegate/phasegate/internal/alert"
+	"github.com/phasegate/phasegate/internal/bus"
+	"github.com/phasegate/phasegate/internal/clock"
+	"github.com/phasegate/phasegate/internal/config"
+	"github.com/phasegate/phasegate/internal/dedup"
+	"github.com/phasegate/phasegate/internal/edge"
+	"github.com/phasegate/phasegate/internal/gate"
+	"github.com/phasegate/phasegate/internal/logging"
+	"github.com/phasegate/phasegate/internal/metrics"
+)
+
+// Options are what differs between production, a local server and a test.
+type Options struct {
+	Clock   clock.Clock       // default: the wall clock
+	Log     *slog.Logger      // default: Cloud Logging JSON on stdout
+	Metrics *metrics.Registry // default: metrics.Default
+	// Slack lets tests point alerts at a local webhook server.
+	SlackOptions []alert.Option
+	// WrapPublisher and Fault let tests inject failures around the real
+	// Pub/Sub client and inside the trigger protocol.
+	WrapPublisher func(edge.Publisher) edge.Publisher
+	Fault         func(step string) error
+}
+
+// App holds the shared clients and the handlers built on them.
+type App struct {
+	Cfg      *config.Config
+	FS       *firestore.Client
+	Bus      *bus.Bus
+	Notifier *alert.Notifier
+	Alerts   *alert.Service
+	Gates    []*gate.Gate
+	Edge     *edge.Edge
+	Clock    clock.Clock
+	Log      *slog.Logger
+	Metrics  *metrics.Registry
+}
+
+// New connects to Firestore and Pub/Sub (the emulators when their variables
+// are set, in which case missing topics are created) and builds every part.
+func New(ctx context.Context, cfg *config.Config, o Options) (*App, error) {
+	if o.Clock == nil {
+		o.Clock = clock.Real{}
+	}
+	if o.Log == nil {
+		o.Log = logging.New(os.Stdout, slog.LevelInfo)
+	}
+	if o.Metrics == nil {
+		o.Metrics = metrics.Default
+	}
+	project := cfg.ProjectID
+	if project == "" {
+		project = firestore.DetectProjectID
+	}
+	fs, err := firestore.NewClient(ctx, project)
+	if err != nil {
+		return nil, fmt.Errorf("app: firestore: %w", err)
+	}
+	if cfg.ProjectID == "" {
+		return nil, errors.Join(fs.Close(), errors.New("app: set GCP_PROJECT or GOOGLE_CLOUD_PROJECT"))
+	}
+	emulated := os.Getenv("PUBSUB_EMULATOR_HOST") != ""
+	b, err := bus.New(ctx, cfg.ProjectID, emulated)
+	if err != nil {
+		return nil, errors.Join(fs.Close(), err)
+	}
+	a := &App{Cfg: cfg, FS: fs, Bus: b, Clock: o.Clock, Log: o.Log, Metrics: o.Metrics}
+	var pub edge.Publisher = b
+	if o.WrapPublisher != nil {
+		pub = o.WrapPublisher(pub)
+	}
+	a.Notifier = alert.NewNotifier(cfg.Alerts, o.Log, o.Metrics, o.SlackOptions...)
+	a.Alerts = alert.NewService(fs, a.Notifier, o.Clock, cfg.Alerts, o.Log, o.Metrics)
+	a.Edge = &edge.Edge{Log: o.Log, DeadLetter: pub, DLQTopic: cfg.Topics.DeadLetter, ProjectID: cfg.ProjectID, Metrics: o.Metrics}
+	keys := dedup.New(fs, cfg.Idempotency)
+	for i := range cfg.Phases {
+		a.Gates = append(a.Gates, gate.New(&cfg.Phases[i], gate.Deps{
+			Firestore: fs, Publisher: pub, Alerts: a.Alerts, Keys: keys, Clock: o.Clock,
+			Log: o.Log, Metrics: o.Metrics, Gate: cfg.Gate, Fault: o.Fault,
+		}))
+	}
+	return a, nil
+}
+
+// Handler returns the HTTP handler of an entry point.
+func (a *App) Handler(entryPoint string) (http.Handler, bool) {
+	for _, g := range a.Gates {
+		if g.Phase().EntryPoint == entryPoint {
+			return a.Edge.Handler(entryPoint, g.Handle), true
+		}
+	}
+	return nil, false
+}
+
+// EntryPoints lists every entry point the App serves.
+func (a *App) EntryPoints() []string {
+	var eps []string
+	for _, g := range a.Gates {
+		eps = append(eps, g.Phase().EntryPoint)
+	}
+	return eps
+}
+
+// Mux serves every entry point at /<EntryPoint>.
+func (a *App) Mux() *http.ServeMux {
+	mux := http.NewServeMux()
+	for _, ep := range a.EntryPoints() {
+		h, _ := a.Handler(ep)
+		mux.Handle("/"+ep, h)
+	}
+	return mux
+}
+
+// Close releases the clients.
+func (a *App) Close() error {
+	return errors.Join(a.FS.Close(), a.Bus.Close())
+}

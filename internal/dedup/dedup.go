@@ -1,0 +1,60 @@
+// Package dedup names the idempotency keys kept in pubsub_deduplication.
+//
+// A key covers the content of an event, not only its Pub/Sub message id, so
+// the same completion re-published under a new id counts once; the first
+// message id is stored for operators. Keys are written by the caller in the
+// same atomic commit as the state change they guard: an attempt that fails
+// leaves no key, so its redelivery is processed (the running system wrote
+// keys first and dropped such redeliveries as duplicates).
+package dedup
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"time"
+
+	"cloud.google.com/go/firestore"
+
+	"github.com/phasegate/phasegate/internal/config"
+)
+
+// Collection holds the keys; a TTL policy on expires_at deletes them.
+const Collection = "pubsub_deduplication"
+
+// Keys builds key documents.
+type Keys struct {
+	fs  *firestore.Client
+	cfg config.Idempotency
+}
+
+// New returns a key builder; cfg decides whether keys are on for a unit.
+func New(fs *firestore.Client, cfg config.Idempotency) *Keys { return &Keys{fs: fs, cfg: cfg} }
+
+// Enabled reports whether keys are on for unit (a game date or batch id).
+func (k *Keys) Enabled(unit string) bool { return k != nil && k.cfg.Enabled.Enabled(unit) }
+
+// ID is the document id of the key over parts: a hash, so any content is a
+// valid id and the id's length is fixed.
+func ID(kind string, parts ...string) string {
+	h := sha256.New()
+	h.Write([]byte(kind))
+	for _, p := range parts {
+		h.Write([]byte{0})
+		h.Write([]byte(p))
+	}
+	return kind + "-" + hex.EncodeToString(h.Sum(nil))[:40]
+}
+
+// Ref returns the key document for kind and parts.
+func (k *Keys) Ref(kind string, parts ...string) *firestore.DocumentRef {
+	return k.fs.Collection(Collection).Doc(ID(kind, parts...))
+}
+
+// Record is the key document's content.
+func (k *Keys) Record(messageID string, now time.Time) map[string]any {
+	return map[string]any{
+		"message_id":   messageID,
+		"processed_at": now,
+		"expires_at":   now.Add(k.cfg.TTL),
+	}
+}

@@ -1,0 +1,201 @@
+package gate_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
+
+	"github.com/phasegate/phasegate/internal/apptest"
+	"github.com/phasegate/phasegate/internal/edge"
+	"github.com/phasegate/phasegate/internal/gate"
+	"github.com/phasegate/phasegate/internal/testenv"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+var phase4 = []string{"TeamDefenseZoneAnalysisProcessor", "PlayerShotZoneAnalysisProcessor",
+	"PlayerCompositeFactorsProcessor", "PlayerDailyCacheProcessor", "MLFeatureStoreProcessor"}
+
+func triggers(t *testing.T, msgs []*pubsubpb.PubsubMessage) []gate.Message {
+	t.Helper()
+	var out []gate.Message
+	for _, m := range msgs {
+		var g gate.Message
+		if err := json.Unmarshal(m.Data, &g); err != nil {
+			t.Fatalf("trigger is not JSON: %v", err)
+		}
+		if m.Attributes["trigger_id"] != g.TriggerID || m.Attributes["game_date"] != g.GameDate {
+			t.Fatalf("attributes %v disagree with body %+v", m.Attributes, g)
+		}
+		out = append(out, g)
+	}
+	return out
+}
+
+// Five processors, each delivered three times, all at once: one trigger.
+func TestConcurrentDuplicatesTriggerOnce(t *testing.T) {
+	e := apptest.New(t)
+	sub := e.Sub("nba-predictions-trigger")
+	var wg sync.WaitGroup
+	codes := make(chan int, 15)
+	for _, p := range phase4 {
+		for i := range 3 {
+			wg.Go(func() {
+				// The same Pub/Sub message redelivered: same id, same content.
+				codes <- e.Deliver("Phase4To5", "m-"+p, apptest.Completion(p, "2026-01-19", "success"))
+				_ = i
+			})
+		}
+	}
+	wg.Wait()
+	close(codes)
+	for c := range codes {
+		if c >= 300 {
+			t.Fatalf("a delivery ended with %d", c)
+		}
+	}
+	got := triggers(t, sub.Drain(t, 2*time.Second))
+	if len(got) != 1 {
+		t.Fatalf("got %d triggers, want 1: %+v", len(got), got)
+	}
+	g := got[0]
+	if g.TriggerID != "phase4_to_phase5:2026-01-19:1" || g.TriggerReason != "all_complete" || g.IsPartial ||
+		g.UpstreamProcessorsCount != 5 || len(g.MissingProcessors) != 0 || g.Mode != "default" ||
+		g.TriggeredBy != "phase4_to_phase5_orchestrator" || g.ParentProcessor != "Phase4Orchestrator" {
+		t.Fatalf("trigger = %+v", g)
+	}
+	doc := e.Doc("phase4_completion/2026-01-19")
+	if doc["_triggered"] != true || doc["_completed_count"] != int64(5) || doc["_trigger_state"] != "published" {
+		t.Fatalf("gate document: %v", doc)
+	}
+}
+
+// failingPublisher fails the first n publishes to topic, then delegates.
+type failingPublisher struct {
+	edge.Publisher
+	topic string
+	n     atomic.Int32
+}
+
+func (f *failingPublisher) Publish(ctx context.Context, topic string, data []byte, attrs map[string]string) (string, error) {
+	if topic == f.topic && f.n.Add(-1) >= 0 {
+		return "", errors.New("injected: pubsub unavailable")
+	}
+	return f.Publisher.Publish(ctx, topic, data, attrs)
+}
+
+// The publish fails once after the state commit: the 5xx's redelivery
+// publishes exactly one trigger, with the trigger_id the claim chose.
+func TestPublishFailureAfterCommitRedelivered(t *testing.T) {
+	fp := &failingPublisher{topic: "nba-predictions-trigger"}
+	fp.n.Store(1)
+	e := apptest.New(t, apptest.WithPublisher(func(p edge.Publisher) edge.Publisher { fp.Publisher = p; return fp }))
+	sub := e.Sub("nba-predictions-trigger")
+	for _, p := range phase4[:4] {
+		if c := e.PushOnce("Phase4To5", "m-"+p, apptest.Completion(p, "2026-01-19", "success")); c != 204 {
+			t.Fatalf("%s: status %d", p, c)
+		}
+	}
+	last := apptest.Completion(phase4[4], "2026-01-19", "success")
+	if c := e.PushOnce("Phase4To5", "m-last", last); c != 500 {
+		t.Fatalf("first attempt with a failing publish: status %d, want 500", c)
+	}
+	doc := e.Doc("phase4_completion/2026-01-19")
+	if doc["_triggered"] != false || doc["_trigger_state"] != "released" || doc["_trigger_id"] != "phase4_to_phase5:2026-01-19:1" {
+		t.Fatalf("after the failed publish: %v", doc)
+	}
+	if c := e.PushOnce("Phase4To5", "m-last", last); c != 200 && c != 204 {
+		t.Fatalf("redelivery: status %d", c)
+	}
+	got := triggers(t, sub.Drain(t, 2*time.Second))
+	if len(got) != 1 || got[0].TriggerID != "phase4_to_phase5:2026-01-19:1" {
+		t.Fatalf("triggers = %+v, want one with generation 1", got)
+	}
+	if doc := e.Doc("phase4_completion/2026-01-19"); doc["_triggered"] != true {
+		t.Fatalf("not confirmed: %v", doc)
+	}
+}
+
+// A date already triggered with a partial manifest, then the missing
+// processor: no second trigger (late_arrival is off), the late one recorded.
+func TestLateProcessorAfterTrigger(t *testing.T) {
+	e := apptest.New(t)
+	sub := e.Sub("nba-phase4-trigger")
+	for _, p := range []string{"PlayerGameSummaryProcessor", "AsyncUpcomingPlayerGameContextProcessor",
+		"TeamDefenseGameSummaryProcessor"} {
+		if c := e.Deliver("Phase3To4", "m-"+p, apptest.Completion(p, "2026-01-19", "success")); c >= 300 {
+			t.Fatalf("%s: status %d", p, c)
+		}
+	}
+	first := triggers(t, sub.Drain(t, time.Second))
+	if len(first) != 1 || first[0].TriggerReason != "critical_plus_majority_60pct" || !first[0].IsPartial ||
+		first[0].Mode != "overnight" || first[0].UpstreamProcessorsCount != 3 ||
+		fmt.Sprint(first[0].MissingProcessors) != "[team_offense_game_summary upcoming_team_game_context]" {
+		t.Fatalf("first trigger = %+v", first)
+	}
+	for _, p := range []string{"TeamOffenseGameSummaryProcessor", "UpcomingTeamGameContextProcessor"} {
+		if c := e.Deliver("Phase3To4", "m-"+p, apptest.Completion(p, "2026-01-19", "success")); c >= 300 {
+			t.Fatalf("late %s: status %d", p, c)
+		}
+	}
+	if more := sub.Drain(t, time.Second); len(more) != 0 {
+		t.Fatalf("late processor triggered again: %d messages", len(more))
+	}
+	posts := e.Slack.Delivered()
+	if len(posts) != 2 || posts[0].Path != "/error" || posts[1].Path != "/warning" {
+		t.Fatalf("slack posts = %+v, want the partial alert then its resolution", posts)
+	}
+	doc := e.Doc("phase3_completion/2026-01-19")
+	late, _ := doc["_late_processors"].([]any)
+	if fmt.Sprint(late) != "[team_offense_game_summary upcoming_team_game_context]" || doc["_completed_count"] != int64(5) {
+		t.Fatalf("gate document: late %v count %v", late, doc["_completed_count"])
+	}
+}
+
+// A crash between publish and confirm: the claim stays; the redelivery is
+// refused while the lease lives and finishes once it expires. The consumer
+// sees copies only with the one trigger_id.
+func TestCrashBetweenPublishAndConfirm(t *testing.T) {
+	var crash atomic.Bool
+	crash.Store(true)
+	e := apptest.New(t, apptest.WithFault(func(step string) error {
+		if step == gate.StepAfterPublish && crash.CompareAndSwap(true, false) {
+			return errors.New("injected crash")
+		}
+		return nil
+	}))
+	sub := e.Sub("nba-predictions-trigger")
+	for _, p := range phase4[:4] {
+		e.PushOnce("Phase4To5", "m-"+p, apptest.Completion(p, "2026-01-19", "success"))
+	}
+	last := apptest.Completion(phase4[4], "2026-01-19", "success")
+	if c := e.PushOnce("Phase4To5", "m-last", last); c != 500 {
+		t.Fatalf("crashing attempt: status %d", c)
+	}
+	if c := e.PushOnce("Phase4To5", "m-last", last); c != 500 {
+		t.Fatalf("redelivery inside the lease: status %d, want 500 (trigger in flight)", c)
+	}
+	e.Clock.Advance(e.Cfg.Gate.ClaimLease)
+	if c := e.PushOnce("Phase4To5", "m-last", last); c >= 300 {
+		t.Fatalf("redelivery after the lease: status %d", c)
+	}
+	got := triggers(t, sub.Drain(t, 2*time.Second))
+	if len(got) != 2 || got[0].TriggerID != got[1].TriggerID || string(mustJSON(got[0])) != string(mustJSON(got[1])) {
+		t.Fatalf("want the same trigger twice (crash window), got %+v", got)
+	}
+	if doc := e.Doc("phase4_completion/2026-01-19"); doc["_triggered"] != true || doc["_open"] != false {
+		t.Fatalf("not confirmed: %v", doc)
+	}
+}
+
+func mustJSON(v any) []byte {
+	b, _ := json.Marshal(v)
+	return b
+}

@@ -1,0 +1,172 @@
+package gate
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"cloud.google.com/go/firestore"
+	"github.com/sethvargo/go-retry"
+
+	"github.com/phasegate/phasegate/internal/alert"
+	"github.com/phasegate/phasegate/internal/errs"
+	"github.com/phasegate/phasegate/internal/gamedate"
+)
+
+// publishAndConfirm publishes the claimed trigger and records it. On a
+// failed publish the claim is released at once, so the redelivery this
+// error asks for can claim and publish again immediately.
+func (g *Gate) publishAndConfirm(ctx context.Context, date gamedate.Date, ref *firestore.DocumentRef, st *docState, out Outcome) (Outcome, error) {
+	attrs := map[string]string{"trigger_id": st.triggerID, "game_date": date.String(), "phase": g.phase.Name}
+	pctx, cancel := context.WithTimeout(ctx, g.Gate.PublishTimeout)
+	id, err := g.Publisher.Publish(pctx, g.phase.OutputTopic, []byte(st.payload), attrs)
+	cancel()
+	if err != nil {
+		g.Metrics.Inc(g.phase.Name + ".publish_failed")
+		if rerr := g.release(context.WithoutCancel(ctx), ref, st.token); rerr != nil {
+			g.Log.ErrorContext(ctx, "releasing the claim failed; it expires with its lease", "error", rerr.Error())
+		}
+		return out, errs.E(errs.Transient, "publish_failed", err)
+	}
+	if err := g.fault(StepAfterPublish); err != nil {
+		return out, err
+	}
+	var msg Message
+	_ = json.Unmarshal([]byte(st.payload), &msg) // we wrote it
+	if msg.IsPartial {
+		g.Alerts.Raise(ctx, g.partialAlert(date, st, msg))
+	}
+	if err := g.confirm(context.WithoutCancel(ctx), ref, st, id); err != nil {
+		// Published but unconfirmed: the redelivery or the sweep re-publishes
+		// the same trigger_id once the claim expires.
+		return out, errs.E(errs.Transient, "confirm_failed", err)
+	}
+	g.Metrics.Inc(g.phase.Name + ".triggered")
+	g.Log.InfoContext(ctx, "next phase triggered", "trigger_id", st.triggerID, "trigger_reason", msg.TriggerReason,
+		"missing_processors", msg.MissingProcessors, "pubsub_message_id", id, "mode", msg.Mode)
+	out.TriggerID, out.Reason, out.Missing = st.triggerID, msg.TriggerReason, msg.MissingProcessors
+	return out, nil
+}
+
+func (g *Gate) partialAlert(date gamedate.Date, st *docState, msg Message) alert.Alert {
+	return alert.Alert{
+		Key: st.alertKey, Severity: alert.Error,
+		Title: fmt.Sprintf("%s went on without data (%s)", g.phase.Name, msg.TriggerReason),
+		Phase: g.phase.Name, GameDate: date.String(), Reason: msg.TriggerReason,
+		Completed: len(msg.CompletedProcessors), Expected: len(msg.ExpectedProcessors),
+		Missing: msg.MissingProcessors, Elapsed: g.Clock.Now().Sub(st.first),
+		Detail: "trigger " + st.triggerID + " published with the data at hand",
+	}
+}
+
+// confirm marks the generation published. It needs no claim of its own: a
+// slower instance whose claim was taken over confirms the same generation.
+func (g *Gate) confirm(ctx context.Context, ref *firestore.DocumentRef, claimed *docState, msgID string) error {
+	now := g.Clock.Now()
+	return g.update(ctx, ref, claimed, func(st *docState) []firestore.Update {
+		if st.generation != claimed.generation || st.state == statePublished {
+			return nil // already confirmed
+		}
+		ups := []firestore.Update{
+			{Path: fState, Value: statePublished},
+			{Path: fTriggered, Value: true},
+			{Path: fMessageIDs, Value: append(st.messageIDs, msgID)},
+			{Path: fOpen, Value: false},
+			{Path: fClaimExpires, Value: firestore.Delete},
+			{Path: fClaimToken, Value: firestore.Delete},
+			{Path: fUpdatedAt, Value: now},
+		}
+		if !st.triggered {
+			ups = append(ups, firestore.Update{Path: fTriggeredAt, Value: now})
+		}
+		return ups
+	})
+}
+
+// release gives up this attempt's claim after a failed publish.
+func (g *Gate) release(ctx context.Context, ref *firestore.DocumentRef, token string) error {
+	return g.update(ctx, ref, nil, func(st *docState) []firestore.Update {
+		if st.state != stateClaimed || st.token != token {
+			return nil // taken over or finished by someone else
+		}
+		return []firestore.Update{
+			{Path: fState, Value: stateReleased},
+			{Path: fClaimExpires, Value: firestore.Delete},
+			{Path: fClaimToken, Value: firestore.Delete},
+			{Path: fUpdatedAt, Value: g.Clock.Now()},
+		}
+	})
+}
+
+// update applies f's updates with the same optimistic loop as recording.
+// known, when set, is a state believed current, which saves the first read.
+func (g *Gate) update(ctx context.Context, ref *firestore.DocumentRef, known *docState, f func(*docState) []firestore.Update) error {
+	return retry.Do(ctx, g.backoff(), func(ctx context.Context) error {
+		st := known
+		known = nil
+		if st == nil || st.updateTime.IsZero() {
+			snap, err := ref.Get(ctx)
+			if err != nil {
+				return fmt.Errorf("read gate %s: %w", ref.Path, err)
+			}
+			st = decodeState(g.phase, snap)
+		}
+		ups := f(st)
+		if len(ups) == 0 {
+			return nil
+		}
+		_, err := ref.Update(ctx, ups, firestore.LastUpdateTime(st.updateTime))
+		if err = classifyWrite(err); errors.Is(err, errConflict) {
+			return retry.RetryableError(err)
+		}
+		return err
+	})
+}
+
+// afterRecord sends the alerts an event calls for. Alerts never fail the
+// event: the alert service records and retries them itself.
+func (g *Gate) afterRecord(ctx context.Context, date gamedate.Date, ev *event, pl *plan) {
+	if ev == nil {
+		return
+	}
+	switch {
+	case pl.newFail:
+		sev, what := alert.Warning, "the gate can still go on through its timed rules"
+		if len(g.phase.Timed) == 0 && !g.phase.ModeAware {
+			sev, what = alert.Error, "the gate is blocked until it succeeds or an operator triggers"
+		}
+		g.Alerts.Raise(ctx, alert.Alert{
+			Key: g.phase.Name + ":" + date.String() + ":failed:" + ev.name, Severity: sev,
+			Title: fmt.Sprintf("%s reported %s for %s", ev.name, ev.msg.Status, date), Phase: g.phase.Name,
+			GameDate: date.String(), Reason: "processor_" + ev.msg.Status, Expected: len(g.phase.Expected),
+			Missing: []string{ev.name}, Detail: what + "; execution " + ev.msg.ExecutionID,
+		})
+	case pl.newUnexp:
+		g.Alerts.Raise(ctx, alert.Alert{
+			Key: g.phase.Name + ":" + date.String() + ":unexpected:" + ev.name, Severity: alert.Warning,
+			Title: fmt.Sprintf("unexpected processor %q for %s", ev.msg.ProcessorName, g.phase.Name), Phase: g.phase.Name,
+			GameDate: date.String(), Reason: "unexpected_processor",
+			Detail: "recorded under _unexpected as " + ev.name + "; it does not count. Add it to the name map if it is a renamed processor.",
+		})
+	case pl.healedFailure:
+		g.Alerts.Resolve(ctx, alert.Alert{Key: g.phase.Name + ":" + date.String() + ":failed:" + ev.name,
+			Phase: g.phase.Name, GameDate: date.String(), Title: ev.name + " completed after failing"})
+	}
+}
+
+// resolveIfHealed sends the "resolved" follow-up once every processor a
+// partial trigger went on without has arrived. Every later event retries
+// it until _alert_resolved records it.
+func (g *Gate) resolveIfHealed(ctx context.Context, date gamedate.Date, ref *firestore.DocumentRef, st *docState) {
+	if st.alertKey == "" || st.resolved || !st.allComplete(g.phase) || st.state != statePublished {
+		return
+	}
+	g.Alerts.Resolve(ctx, alert.Alert{Key: st.alertKey, Phase: g.phase.Name, GameDate: date.String(),
+		Title:     fmt.Sprintf("%s for %s: every processor has now completed", g.phase.Name, date),
+		Completed: len(st.completed), Expected: len(g.phase.Expected), Elapsed: g.Clock.Now().Sub(st.first)})
+	_, err := ref.Update(ctx, []firestore.Update{{Path: fAlertResolved, Value: true}})
+	if err != nil {
+		g.Log.WarnContext(ctx, "recording the resolved alert failed; the next event retries", "error", err.Error())
+	}
+}
