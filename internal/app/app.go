@@ -22,6 +22,7 @@ import (
 	"github.com/phasegate/phasegate/internal/gate"
 	"github.com/phasegate/phasegate/internal/logging"
 	"github.com/phasegate/phasegate/internal/metrics"
+	"github.com/phasegate/phasegate/internal/sweep"
 )
 
 // Options are what differs between production, a local server and a test.
@@ -45,10 +46,20 @@ type App struct {
 	Notifier *alert.Notifier
 	Alerts   *alert.Service
 	Gates    []*gate.Gate
+	Sweeper  *sweep.Sweeper
 	Edge     *edge.Edge
 	Clock    clock.Clock
 	Log      *slog.Logger
 	Metrics  *metrics.Registry
+
+	handlers map[string]http.Handler
+	order    []string
+}
+
+// handle registers an entry point's handler.
+func (a *App) handle(entryPoint string, h http.Handler) {
+	a.handlers[entryPoint] = h
+	a.order = append(a.order, entryPoint)
 }
 
 // New connects to Firestore and Pub/Sub (the emulators when their variables
@@ -79,7 +90,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*App, error) {
 	if err != nil {
 		return nil, errors.Join(fs.Close(), err)
 	}
-	a := &App{Cfg: cfg, FS: fs, Bus: b, Clock: o.Clock, Log: o.Log, Metrics: o.Metrics}
+	a := &App{Cfg: cfg, FS: fs, Bus: b, Clock: o.Clock, Log: o.Log, Metrics: o.Metrics, handlers: map[string]http.Handler{}}
 	var pub edge.Publisher = b
 	if o.WrapPublisher != nil {
 		pub = o.WrapPublisher(pub)
@@ -89,32 +100,29 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*App, error) {
 	a.Edge = &edge.Edge{Log: o.Log, DeadLetter: pub, DLQTopic: cfg.Topics.DeadLetter, ProjectID: cfg.ProjectID, Metrics: o.Metrics}
 	keys := dedup.New(fs, cfg.Idempotency)
 	for i := range cfg.Phases {
-		a.Gates = append(a.Gates, gate.New(&cfg.Phases[i], gate.Deps{
+		g := gate.New(&cfg.Phases[i], gate.Deps{
 			Firestore: fs, Publisher: pub, Alerts: a.Alerts, Keys: keys, Clock: o.Clock,
 			Log: o.Log, Metrics: o.Metrics, Gate: cfg.Gate, Fault: o.Fault,
-		}))
+		})
+		a.Gates = append(a.Gates, g)
+		a.handle(g.Phase().EntryPoint, a.Edge.Handler(g.Phase().EntryPoint, g.Handle))
 	}
+	a.Sweeper = &sweep.Sweeper{FS: fs, Alerts: a.Alerts, Clock: o.Clock, Cfg: cfg.Sweep, Log: o.Log, Metrics: o.Metrics}
+	for _, g := range a.Gates {
+		a.Sweeper.Gates = append(a.Sweeper.Gates, g)
+	}
+	a.handle("Sweep", a.Edge.Handler("Sweep", a.Sweeper.Handle))
 	return a, nil
 }
 
 // Handler returns the HTTP handler of an entry point.
 func (a *App) Handler(entryPoint string) (http.Handler, bool) {
-	for _, g := range a.Gates {
-		if g.Phase().EntryPoint == entryPoint {
-			return a.Edge.Handler(entryPoint, g.Handle), true
-		}
-	}
-	return nil, false
+	h, ok := a.handlers[entryPoint]
+	return h, ok
 }
 
-// EntryPoints lists every entry point the App serves.
-func (a *App) EntryPoints() []string {
-	var eps []string
-	for _, g := range a.Gates {
-		eps = append(eps, g.Phase().EntryPoint)
-	}
-	return eps
-}
+// EntryPoints lists every entry point the App serves, in registration order.
+func (a *App) EntryPoints() []string { return a.order }
 
 // Mux serves every entry point at /<EntryPoint>.
 func (a *App) Mux() *http.ServeMux {

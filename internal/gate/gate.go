@@ -145,7 +145,7 @@ func (g *Gate) Handle(ctx context.Context, m envelope.Message) error {
 		return err
 	}
 	ev := &event{msg: msg, name: name, expected: expected, messageID: m.ID}
-	out, err := g.run(ctx, date, ev, SourceEvent)
+	out, err := g.run(ctx, date, ev, SourceEvent, nil)
 	if err != nil {
 		return err
 	}
@@ -158,15 +158,17 @@ func (g *Gate) Handle(ctx context.Context, m envelope.Message) error {
 }
 
 // Evaluate applies the rules to date without an event: the sweep's and the
-// operator's way in. It finishes a trigger left claimed or released.
-func (g *Gate) Evaluate(ctx context.Context, date gamedate.Date, src Source) (Outcome, error) {
-	return g.run(ctx, date, nil, src)
+// operator's way in. It finishes a trigger left claimed or released. snap,
+// when the caller has just read the gate document (the sweep's query),
+// saves the first read; a stale one only costs a conflict and a re-read.
+func (g *Gate) Evaluate(ctx context.Context, date gamedate.Date, src Source, snap *firestore.DocumentSnapshot) (Outcome, error) {
+	return g.run(ctx, date, nil, src, snap)
 }
 
 var errConflict = errors.New("gate document changed under us")
 
 // run is one evaluation: the optimistic write loop, then the trigger.
-func (g *Gate) run(ctx context.Context, date gamedate.Date, ev *event, src Source) (Outcome, error) {
+func (g *Gate) run(ctx context.Context, date gamedate.Date, ev *event, src Source, known *firestore.DocumentSnapshot) (Outcome, error) {
 	ref := g.Firestore.Collection(g.phase.Collection).Doc(date.String())
 	var keyRef *firestore.DocumentRef
 	if ev != nil && g.Keys.Enabled(date.String()) {
@@ -179,9 +181,13 @@ func (g *Gate) run(ctx context.Context, date gamedate.Date, ev *event, src Sourc
 		after *docState
 	)
 	err := retry.Do(ctx, g.backoff(), func(ctx context.Context) error {
-		snaps, err := g.read(ctx, ref, keyRef)
-		if err != nil {
-			return err
+		snaps := []*firestore.DocumentSnapshot{known}
+		known = nil
+		if snaps[0] == nil {
+			var err error
+			if snaps, err = g.read(ctx, ref, keyRef); err != nil {
+				return err
+			}
 		}
 		st := decodeState(g.phase, snaps[0])
 		dup := len(snaps) > 1 && snaps[1].Exists()
@@ -306,6 +312,7 @@ type plan struct {
 	updates  []firestore.Update
 	outcome  Outcome
 	claimed  bool   // this write claims the trigger
+	claimID  string // the claimed trigger's id
 	token    string // the claim's token
 	newFail  bool
 	newUnexp bool

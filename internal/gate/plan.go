@@ -24,6 +24,11 @@ func (g *Gate) plan(date gamedate.Date, st *docState, ev *event, dup bool, src S
 	view := *st
 	view.completed, view.first = completed, first
 	g.claim(pl, date, &view, ev, src, now)
+	if pl.claimed && src != SourceEvent {
+		// An action nobody's message asked for is kept on the gate for operators.
+		pl.set(fHistory, append(stringList(st.data[fHistory]),
+			now.Format(time.RFC3339)+" "+string(src)+" claimed "+pl.claimID))
+	}
 	if len(pl.updates) > 0 {
 		pl.set(fUpdatedAt, now)
 		if !st.exists {
@@ -117,7 +122,7 @@ func (g *Gate) claim(pl *plan, date gamedate.Date, st *docState, ev *event, src 
 		pl.set(fClaimExpires, now.Add(g.Gate.ClaimLease))
 		pl.set(fClaimToken, pl.token)
 		pl.set(fClaimedBy, string(src))
-		pl.claimed = true
+		pl.claimed, pl.claimID = true, st.triggerID
 		return
 	case st.generation == 0 && d.Fire:
 	case st.generation > 0 && st.state == statePublished && g.phase.LateArrival && st.partial && st.allComplete(g.phase):
@@ -151,7 +156,7 @@ func (g *Gate) claim(pl *plan, date gamedate.Date, st *docState, ev *event, src 
 		pl.set(fAlertKey, g.phase.Name+":"+date.String()+":"+d.Reason)
 		pl.set(fAlertResolved, false)
 	}
-	pl.claimed = true
+	pl.claimed, pl.claimID = true, msg.TriggerID
 }
 
 func nonNil(s []string) []string {

@@ -1,0 +1,173 @@
+// Package sweep is the scheduled pass that makes every timed rule fire when
+// no message arrives, and heals what a crash left half-done. Cloud Scheduler
+// publishes to orchestrator-sweep every five minutes; Scheduler delivers at
+// least once, so two sweeps may run at once: every action goes through the
+// same optimistic claims as the event path and is safe to race.
+package sweep
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"cloud.google.com/go/firestore"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/api/iterator"
+
+	"github.com/phasegate/phasegate/internal/clock"
+	"github.com/phasegate/phasegate/internal/config"
+	"github.com/phasegate/phasegate/internal/envelope"
+	"github.com/phasegate/phasegate/internal/errs"
+	"github.com/phasegate/phasegate/internal/gamedate"
+	"github.com/phasegate/phasegate/internal/gate"
+	"github.com/phasegate/phasegate/internal/logging"
+	"github.com/phasegate/phasegate/internal/metrics"
+)
+
+// Gate is what the sweep needs of a phase gate.
+type Gate interface {
+	Phase() *config.Phase
+	Evaluate(ctx context.Context, date gamedate.Date, src gate.Source, snap *firestore.DocumentSnapshot) (gate.Outcome, error)
+}
+
+// Batches completes stalled and over-age prediction batches.
+type Batches interface {
+	Sweep(ctx context.Context, lookBack time.Duration, max int) (BatchReport, error)
+}
+
+// BatchReport is what a batch pass did.
+type BatchReport = fmt.Stringer
+
+// Alerts re-sends alerts a request could not deliver in time.
+type Alerts interface {
+	Flush(ctx context.Context) (int, error)
+}
+
+// Sweeper runs sweeps.
+type Sweeper struct {
+	FS      *firestore.Client
+	Gates   []Gate
+	Batches Batches // nil: no batch pass
+	Alerts  Alerts
+	Clock   clock.Clock
+	Cfg     config.Sweep
+	Log     *slog.Logger
+	Metrics *metrics.Registry
+}
+
+// Report summarises one sweep.
+type Report struct {
+	Visited   int
+	Triggered []string // trigger ids published
+	Waiting   int
+	Failed    int
+	Batches   string
+	Alerts    int
+}
+
+// Handle is the Sweep entry point; the message's content does not matter.
+func (s *Sweeper) Handle(ctx context.Context, _ envelope.Message) error {
+	r, err := s.Run(ctx)
+	s.Log.InfoContext(ctx, "sweep finished", "visited", r.Visited, "triggered", r.Triggered,
+		"waiting", r.Waiting, "failed", r.Failed, "batches", r.Batches, "alerts_sent", r.Alerts)
+	return err
+}
+
+// Run visits every open gate whose first completion lies within the
+// look-back, at most Cfg.MaxItems, Cfg.Concurrency at a time, then the
+// batches and the alert outbox. One gate's failure does not stop the others;
+// the sweep reports failure (and Pub/Sub redelivers it) only when nothing
+// could be read.
+func (s *Sweeper) Run(ctx context.Context) (Report, error) {
+	var (
+		r   Report
+		mu  sync.Mutex
+		now = s.Clock.Now()
+	)
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(s.Cfg.Concurrency)
+	budget := s.Cfg.MaxItems
+	var queryErrs []error
+	for _, gt := range s.Gates {
+		snaps, err := s.openGates(ctx, gt.Phase(), now, budget)
+		if err != nil {
+			queryErrs = append(queryErrs, err)
+			continue
+		}
+		budget -= len(snaps)
+		for _, snap := range snaps {
+			date, err := gamedate.Parse(snap.Ref.ID)
+			if err != nil {
+				continue // not a gate document
+			}
+			g.Go(func() error {
+				ictx := logging.WithLabels(gctx, "phase", gt.Phase().Name, "game_date", date.String())
+				out, err := gt.Evaluate(ictx, date, gate.SourceSweep, snap)
+				mu.Lock()
+				defer mu.Unlock()
+				r.Visited++
+				switch {
+				case err != nil && !errs.Is(err, errs.Duplicate):
+					r.Failed++
+					s.Metrics.Inc("sweep.gate_failed")
+					s.Log.ErrorContext(ictx, "sweep could not finish a gate", "error", err.Error())
+				case out.TriggerID != "":
+					r.Triggered = append(r.Triggered, out.TriggerID)
+					s.Metrics.Inc("sweep.triggered")
+					s.Log.WarnContext(ictx, "sweep triggered the next phase", "trigger_id", out.TriggerID,
+						"trigger_reason", out.Reason, "missing_processors", out.Missing)
+				case out.Waiting:
+					r.Waiting++
+				}
+				return nil
+			})
+		}
+	}
+	_ = g.Wait()
+	if s.Batches != nil && budget > 0 {
+		br, err := s.Batches.Sweep(ctx, s.Cfg.LookBack, budget)
+		if err != nil {
+			queryErrs = append(queryErrs, err)
+		} else if br != nil {
+			r.Batches = br.String()
+		}
+	}
+	n, err := s.Alerts.Flush(ctx)
+	r.Alerts = n
+	if err != nil {
+		s.Log.WarnContext(ctx, "alert outbox flush failed", "error", err.Error())
+	}
+	s.Metrics.Inc("sweep.runs")
+	if len(queryErrs) > 0 && r.Visited == 0 {
+		return r, errs.E(errs.Transient, "sweep_query", errors.Join(queryErrs...))
+	}
+	return r, nil
+}
+
+// openGates queries a phase's gates that still owe or have not confirmed a
+// trigger. It needs the composite index (_open, _first_completion_at).
+func (s *Sweeper) openGates(ctx context.Context, p *config.Phase, now time.Time, limit int) ([]*firestore.DocumentSnapshot, error) {
+	if limit <= 0 {
+		return nil, nil
+	}
+	it := s.FS.Collection(p.Collection).
+		Where("_open", "==", true).
+		Where("_first_completion_at", ">=", now.Add(-s.Cfg.LookBack)).
+		OrderBy("_first_completion_at", firestore.Desc).
+		Limit(limit).Documents(ctx)
+	defer it.Stop()
+	var out []*firestore.DocumentSnapshot
+	for {
+		snap, err := it.Next()
+		if errors.Is(err, iterator.Done) {
+			return out, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("sweep: query %s: %w", p.Collection, err)
+		}
+		out = append(out, snap)
+	}
+}
