@@ -1,15 +1,263 @@
 package main
 
 import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
 	"github.com/spf13/cobra"
+
+	"github.com/phasegate/phasegate/internal/app"
+	"github.com/phasegate/phasegate/internal/bus"
+	"github.com/phasegate/phasegate/internal/clock"
+	"github.com/phasegate/phasegate/internal/config"
+	"github.com/phasegate/phasegate/internal/emulator"
+	"github.com/phasegate/phasegate/internal/envelope"
+	"github.com/phasegate/phasegate/internal/gamedate"
+	"github.com/phasegate/phasegate/internal/logging"
+	"github.com/phasegate/phasegate/internal/slacktest"
 )
 
 func demoCmd() *cobra.Command {
-	return &cobra.Command{
+	var verbose bool
+	cmd := &cobra.Command{
 		Use:   "demo",
 		Short: "Replay a simulated game day on the emulators and print what each gate decided",
+		Long: `Replay the night after the 2026-01-19 games through 'serve' on the Firestore
+and Pub/Sub emulators (started here unless FIRESTORE_EMULATOR_HOST and
+PUBSUB_EMULATOR_HOST are set), with a simulated clock: phase 2 processors
+complete over time, one is delivered twice, one has a name nobody expects,
+one fails and the 30-minute completion deadline fires from the sweep; phase 3
+goes on with its critical processors; phase 4 completes. Slack alerts go to a
+local webhook receiver and are printed. Exits non-zero if the day did not
+end with exactly the expected triggers.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runDemo(cmd.Context(), cmd.OutOrStdout())
+			return runDemo(cmd.Context(), cmd.OutOrStdout(), verbose)
 		},
 	}
+	cmd.Flags().BoolVar(&verbose, "verbose", false, "also print phasegate's JSON logs on stderr")
+	return cmd
+}
+
+type step struct {
+	at     string // New York wall time on 2026-01-20
+	ep     string // entry point
+	proc   string
+	status string
+	msgID  string // empty: a fresh id
+	table  string
+	note   string
+}
+
+var day = []step{
+	{at: "00:31", ep: "Phase2To3", proc: "BdlPlayerBoxscoresProcessor", status: "success", msgID: "bdl-1"},
+	{at: "00:33", ep: "Phase2To3", proc: "BdlPlayerBoxscoresProcessor", status: "success", msgID: "bdl-1", note: "Pub/Sub redelivers the same message"},
+	{at: "00:35", ep: "Phase2To3", proc: "NbacScheduleProcessor", status: "success"},
+	{at: "00:38", ep: "Phase2To3", proc: "OddsApiGameLinesBatchProcessor", status: "success"},
+	{at: "00:40", ep: "Phase2To3", proc: "NbacInjuryReportProcessor", status: "success", note: "a processor nobody expects"},
+	{at: "00:42", ep: "Phase2To3", proc: "BigDataBallPbpProcessor", status: "success"},
+	{at: "00:45", ep: "Phase2To3", proc: "NbacGamebookProcessor", status: "success"},
+	{at: "00:47", ep: "Phase2To3", proc: "BrRostersCurrentProcessor", status: "failed", note: "the roster scraper fails"},
+	{at: "00:55", ep: "Sweep", note: "Cloud Scheduler's sweep: 24 min since the first completion"},
+	{at: "01:01", ep: "Sweep", note: "Cloud Scheduler's sweep: the 30 min deadline has passed"},
+	{at: "01:10", ep: "Phase3To4", proc: "PlayerGameSummaryProcessor", status: "success"},
+	{at: "01:12", ep: "Phase3To4", proc: "AsyncUpcomingPlayerGameContextProcessor", status: "success"},
+	{at: "01:15", ep: "Phase3To4", proc: "TeamDefenseGameSummaryProcessor", status: "partial"},
+	{at: "01:20", ep: "Phase3To4", proc: "TeamOffenseGameSummaryProcessor", status: "success", note: "after the trigger"},
+	{at: "01:22", ep: "Phase3To4", proc: "UpcomingTeamGameContextProcessor", status: "success", note: "after the trigger"},
+	{at: "01:30", ep: "Phase4To5", proc: "TeamDefenseZoneAnalysisProcessor", status: "success"},
+	{at: "01:34", ep: "Phase4To5", proc: "PlayerShotZoneAnalysisProcessor", status: "success"},
+	{at: "01:38", ep: "Phase4To5", proc: "PlayerCompositeFactorsProcessor", status: "success"},
+	{at: "01:41", ep: "Phase4To5", proc: "PlayerDailyCacheProcessor", status: "success"},
+	{at: "01:45", ep: "Phase4To5", proc: "MlFeatureStoreV2Processor", table: "nba_predictions.ml_feature_store_v2", status: "success", note: "named by its v2 table"},
+}
+
+// wantTriggers is what the day must end with, by topic.
+var wantTriggers = map[string]string{
+	"nba-phase3-trigger":      "deadline_exceeded",
+	"nba-phase4-trigger":      "critical_plus_majority_60pct",
+	"nba-predictions-trigger": "all_complete",
+}
+
+const gameDate = "2026-01-19"
+
+func runDemo(ctx context.Context, out io.Writer, verbose bool) error {
+	if os.Getenv("FIRESTORE_EMULATOR_HOST") == "" || os.Getenv("PUBSUB_EMULATOR_HOST") == "" {
+		fmt.Fprintln(out, "starting the Firestore and Pub/Sub emulators…")
+		e, err := emulator.Start(ctx, "")
+		if err != nil {
+			return err
+		}
+		defer e.Stop()
+		os.Setenv("FIRESTORE_EMULATOR_HOST", e.FirestoreHost)
+		os.Setenv("PUBSUB_EMULATOR_HOST", e.PubSubHost)
+	}
+	slack := slacktest.New()
+	defer slack.Close()
+	// Alerts are printed after the step that caused them.
+	alerts := make(chan string, 100)
+	slack.OnPost = func(p slacktest.Post) {
+		alerts <- fmt.Sprintf("        💬 Slack %-9s %s", strings.TrimPrefix(p.Path, "/")+":", firstLine(p.Text))
+	}
+	cfg := config.Default()
+	cfg.ProjectID = fmt.Sprintf("phasegate-demo-%d", time.Now().Unix())
+	cfg.Alerts.WebhookURL, cfg.Alerts.WebhookURLError, cfg.Alerts.WebhookURLWarning = slack.Hook("info"), slack.Hook("error"), slack.Hook("warning")
+	cfg.Alerts.MinInterval = 0
+	p2, _ := cfg.Phase("Phase2To3")
+	p2.Timed[0].Enabled = config.On // ENABLE_PHASE2_COMPLETION_DEADLINE=true
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	ny := gamedate.NewYork()
+	clk := clock.NewFake(time.Date(2026, 1, 20, 0, 30, 0, 0, ny))
+	logOut := io.Discard
+	if verbose {
+		logOut = os.Stderr
+	}
+	a, err := app.New(ctx, cfg, app.Options{Clock: clk, Log: logging.New(logOut, slog.LevelInfo)})
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	subs := map[string]*bus.Subscription{}
+	for topic := range wantTriggers {
+		if subs[topic], err = a.Bus.Subscribe(ctx, topic, "demo-"+topic); err != nil {
+			return err
+		}
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	sctx, stopServer := context.WithCancel(ctx)
+	served := make(chan error, 1)
+	go func() { served <- serve(sctx, ln, a, io.Discard) }()
+	defer func() { stopServer(); <-served }()
+	base := "http://" + ln.Addr().String()
+
+	fmt.Fprintf(out, "phasegate demo: game date %s, serving every entry point at %s\n\n", gameDate, base)
+	fmt.Fprintf(out, "%-8s %-10s %-42s %s\n", "NY time", "entry", "event", "decision")
+	got := map[string]string{}
+	for i, s := range day {
+		at, _ := time.ParseInLocation("2006-01-02 15:04", "2026-01-20 "+s.at, ny)
+		clk.Set(at)
+		id := s.msgID
+		if id == "" {
+			id = fmt.Sprintf("demo-%d", i)
+		}
+		var body map[string]any
+		if s.proc != "" {
+			body = map[string]any{"processor_name": s.proc, "game_date": gameDate, "status": s.status,
+				"execution_id": fmt.Sprintf("run-%d", i), "correlation_id": "night-" + gameDate, "output_table": s.table,
+				"record_count": 420, "timestamp": at.UTC().Format(time.RFC3339)}
+		}
+		code, err := post(ctx, base+"/"+s.ep, id, body)
+		if err != nil {
+			return err
+		}
+		event := s.proc + " " + s.status
+		if s.proc == "" {
+			event = "sweep"
+		}
+		fmt.Fprintf(out, "%-8s %-10s %-42s %s\n", s.at, s.ep, event, decision(ctx, a, s, code))
+		if s.note != "" {
+			fmt.Fprintf(out, "%-8s %-10s   (%s)\n", "", "", s.note)
+		}
+		for len(alerts) > 0 {
+			fmt.Fprintln(out, <-alerts)
+		}
+		for topic, sub := range subs {
+			msgs, err := sub.Drain(ctx, 300*time.Millisecond)
+			if err != nil {
+				return err
+			}
+			for _, m := range msgs {
+				var t struct {
+					TriggerID, TriggerReason string
+					MissingProcessors        []string `json:"missing_processors"`
+					IsPartial                bool     `json:"is_partial"`
+				}
+				_ = json.Unmarshal(m.Data, &t)
+				var raw map[string]any
+				_ = json.Unmarshal(m.Data, &raw)
+				fmt.Fprintf(out, "        ⇒ %s  %s  reason=%s partial=%v missing=%v\n", topic,
+					raw["trigger_id"], raw["trigger_reason"], raw["is_partial"], raw["missing_processors"])
+				if _, dup := got[topic]; dup {
+					return fmt.Errorf("demo: a second trigger on %s", topic)
+				}
+				got[topic], _ = raw["trigger_reason"].(string)
+			}
+		}
+	}
+	fmt.Fprintf(out, "\n%d Slack alerts delivered; triggers: %d\n", len(slack.Delivered()), len(got))
+	for topic, reason := range wantTriggers {
+		if got[topic] != reason {
+			return fmt.Errorf("demo: %s got trigger reason %q, want %q", topic, got[topic], reason)
+		}
+	}
+	fmt.Fprintln(out, "the day ended as expected: one trigger per phase, each with its manifest")
+	return nil
+}
+
+// post delivers a Pub/Sub push request, as a push subscription would.
+func post(ctx context.Context, url, id string, body map[string]any) (int, error) {
+	data := []byte("{}")
+	if body != nil {
+		data, _ = json.Marshal(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(envelope.PushBody(id, data, nil, time.Now())))
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	resp.Body.Close()
+	return resp.StatusCode, nil
+}
+
+// decision summarises the gate document after a step.
+func decision(ctx context.Context, a *app.App, s step, code int) string {
+	status := fmt.Sprintf("HTTP %d", code)
+	if s.ep == "Sweep" {
+		return status
+	}
+	p, _ := a.Cfg.Phase(s.ep)
+	snap, err := a.FS.Collection(p.Collection).Doc(gameDate).Get(ctx)
+	if err != nil {
+		return status + ", gate unreadable: " + err.Error()
+	}
+	d := snap.Data()
+	parts := []string{status, fmt.Sprintf("%v/%d complete", d["_completed_count"], len(p.Expected))}
+	if code == http.StatusOK {
+		parts = append(parts, "duplicate")
+	}
+	if d["_triggered"] == true {
+		parts = append(parts, "triggered")
+	}
+	if late, _ := d["_late_processors"].([]any); len(late) > 0 {
+		parts = append(parts, fmt.Sprintf("late %v", late))
+	}
+	if u, _ := d["_unexpected"].(map[string]any); len(u) > 0 {
+		parts = append(parts, fmt.Sprintf("%d unexpected", len(u)))
+	}
+	if f, _ := d["_failed_attempts"].(map[string]any); len(f) > 0 {
+		parts = append(parts, fmt.Sprintf("%d failed", len(f)))
+	}
+	return strings.Join(parts, ", ")
+}
+
+func firstLine(s string) string {
+	s, _, _ = strings.Cut(s, "\n")
+	return s
 }

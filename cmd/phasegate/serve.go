@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -14,7 +14,6 @@ import (
 
 	"github.com/phasegate/phasegate/internal/app"
 	"github.com/phasegate/phasegate/internal/config"
-	"github.com/phasegate/phasegate/internal/logging"
 )
 
 func serveCmd() *cobra.Command {
@@ -40,7 +39,11 @@ emulators and creates missing topics.`,
 				return err
 			}
 			defer a.Close()
-			return serve(cmd.Context(), addr, a, cmd.OutOrStdout())
+			ln, err := net.Listen("tcp", addr)
+			if err != nil {
+				return err
+			}
+			return serve(cmd.Context(), ln, a, cmd.OutOrStdout())
 		},
 	}
 	cmd.Flags().StringVar(&addr, "addr", "127.0.0.1:8080", "address to listen on")
@@ -60,12 +63,8 @@ func loadConfig(ctx context.Context) (*config.Config, error) {
 	return cfg, nil
 }
 
-// serve runs the HTTP server until ctx ends (SIGTERM), then drains it.
-func serve(ctx context.Context, addr string, a *app.App, out interface{ Write([]byte) (int, error) }) error {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return err
-	}
+// serve runs the HTTP server on ln until ctx ends (SIGTERM), then drains it.
+func serve(ctx context.Context, ln net.Listener, a *app.App, out io.Writer) error {
 	srv := &http.Server{Handler: a.Mux(), ReadHeaderTimeout: 10 * time.Second}
 	fmt.Fprintf(out, "listening on http://%s\n", ln.Addr())
 	errc := make(chan error, 1)
@@ -75,7 +74,7 @@ func serve(ctx context.Context, addr string, a *app.App, out interface{ Write([]
 		return err
 	case <-ctx.Done():
 	}
-	logging.New(os.Stderr, slog.LevelInfo).Info("shutting down")
+	a.Log.InfoContext(ctx, "shutting down")
 	sctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -89,6 +89,7 @@ func WithBreaker(failures int, openFor time.Duration) Option {
 // cfg.WebhookURL when that one is unset; with no URL at all alerts are only
 // logged.
 func NewNotifier(cfg config.Alerts, log *slog.Logger, m *metrics.Registry, opts ...Option) *Notifier {
+	cfg = withDefaults(cfg)
 	n := &Notifier{
 		cfg: cfg, log: log, m: m,
 		client:    &http.Client{Timeout: cfg.RequestTimeout},
@@ -138,7 +139,7 @@ func NewNotifier(cfg config.Alerts, log *slog.Logger, m *metrics.Registry, opts 
 				if to == gobreaker.StateOpen {
 					level = slog.LevelError
 				}
-				n.m.Inc("alerts.breaker_" + strings.ReplaceAll(to.String(), "-", "_"))
+				n.m.Inc("alerts.breaker_to_" + strings.ReplaceAll(to.String(), "-", "_"))
 				// The breaker calls this without a context; the line still
 				// carries the webhook's route name.
 				n.log.Log(context.Background(), level, "alert: slack circuit breaker changed state",
@@ -351,6 +352,21 @@ func sleep(ctx context.Context, d time.Duration) error {
 	case <-t.C:
 		return nil
 	}
+}
+
+// withDefaults fills durations a hand-built configuration (a test's, say)
+// left zero with the shipped defaults: a zero MaxElapsed would make every
+// Post give up before its first attempt.
+func withDefaults(cfg config.Alerts) config.Alerts {
+	for _, d := range []struct {
+		v   *time.Duration
+		def time.Duration
+	}{{&cfg.SendBudget, 8 * time.Second}, {&cfg.MaxElapsed, 30 * time.Second}, {&cfg.RequestTimeout, 5 * time.Second}} {
+		if *d.v <= 0 {
+			*d.v = d.def
+		}
+	}
+	return cfg
 }
 
 func logLevel(a Alert) slog.Level {

@@ -318,8 +318,11 @@ func TestBreaker(t *testing.T) {
 	if got := len(f.requests()); got != failures {
 		t.Errorf("Slack was called with the breaker open: %d requests, want %d", got, failures)
 	}
-	if m.Get("alerts.breaker_open") < 2 {
-		t.Errorf("alerts.breaker_open = %d, want ≥ 2", m.Get("alerts.breaker_open"))
+	if got := m.Get("alerts.breaker_open"); got != 2 {
+		t.Errorf("alerts.breaker_open = %d, want 2 (two alerts refused)", got)
+	}
+	if got := m.Get("alerts.breaker_to_open"); got != 1 {
+		t.Errorf("alerts.breaker_to_open = %d, want 1", got)
 	}
 
 	// Another URL's breaker is unaffected.

@@ -64,7 +64,7 @@ type Service struct {
 
 // NewService returns a Service recording alerts in fs's orchestrator_alerts.
 func NewService(fs *firestore.Client, n *Notifier, clk clock.Clock, cfg config.Alerts, log *slog.Logger, m *metrics.Registry) *Service {
-	return &Service{fs: fs, coll: fs.Collection(Collection), n: n, clk: clk, cfg: cfg, log: log, m: m, flushLimit: DefaultFlushLimit}
+	return &Service{fs: fs, coll: fs.Collection(Collection), n: n, clk: clk, cfg: withDefaults(cfg), log: log, m: m, flushLimit: DefaultFlushLimit}
 }
 
 // Notifier returns the notifier the service sends with (for Breakers).

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"cloud.google.com/go/pubsub/v2"
 	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
@@ -90,4 +91,51 @@ func (b *Bus) EnsureTopic(ctx context.Context, topic string) error {
 // Close releases the connection.
 func (b *Bus) Close() error {
 	return errors.Join(b.client.Close())
+}
+
+// Subscription is a pull subscription: the tests' and the demo's stand-in
+// for a downstream consumer of a topic.
+type Subscription struct {
+	b    *Bus
+	name string
+}
+
+// Subscribe creates topic if missing and a new pull subscription id on it.
+// Only messages published after this call are seen.
+func (b *Bus) Subscribe(ctx context.Context, topic, id string) (*Subscription, error) {
+	if err := b.EnsureTopic(ctx, topic); err != nil {
+		return nil, err
+	}
+	name := fmt.Sprintf("projects/%s/subscriptions/%s", b.project, id)
+	_, err := b.client.SubscriptionAdminClient.CreateSubscription(ctx, &pubsubpb.Subscription{
+		Name: name, Topic: b.TopicName(topic), AckDeadlineSeconds: 60,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bus: subscribe to %s: %w", topic, err)
+	}
+	return &Subscription{b: b, name: name}, nil
+}
+
+// Drain pulls and acknowledges messages until quiet passes with none and
+// returns them in arrival order.
+func (s *Subscription) Drain(ctx context.Context, quiet time.Duration) ([]*pubsubpb.PubsubMessage, error) {
+	var out []*pubsubpb.PubsubMessage
+	for {
+		pctx, cancel := context.WithTimeout(ctx, quiet)
+		res, err := s.b.client.SubscriptionAdminClient.Pull(pctx, &pubsubpb.PullRequest{Subscription: s.name, MaxMessages: 1000})
+		cancel()
+		if err != nil || len(res.ReceivedMessages) == 0 {
+			// A pull that times out is how the emulator says "nothing more".
+			return out, nil
+		}
+		ids := make([]string, 0, len(res.ReceivedMessages))
+		for _, rm := range res.ReceivedMessages {
+			out = append(out, rm.Message)
+			ids = append(ids, rm.AckId)
+		}
+		if err := s.b.client.SubscriptionAdminClient.Acknowledge(ctx,
+			&pubsubpb.AcknowledgeRequest{Subscription: s.name, AckIds: ids}); err != nil {
+			return out, fmt.Errorf("bus: ack: %w", err)
+		}
+	}
 }

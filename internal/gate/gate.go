@@ -309,13 +309,14 @@ func (g *Gate) backoff() retry.Backoff {
 
 // plan is the change one evaluation makes.
 type plan struct {
-	updates  []firestore.Update
-	outcome  Outcome
-	claimed  bool   // this write claims the trigger
-	claimID  string // the claimed trigger's id
-	token    string // the claim's token
-	newFail  bool
-	newUnexp bool
+	updates   []firestore.Update
+	outcome   Outcome
+	claimed   bool   // this write claims the trigger
+	claimID   string // the claimed trigger's id
+	token     string // the claim's token
+	newFail   bool
+	newUnexp  bool
+	completed int // expected processors completed after this event
 	// healedFailure: a processor that had reported a failure completed.
 	healedFailure bool
 }

@@ -23,6 +23,7 @@ func (g *Gate) plan(date gamedate.Date, st *docState, ev *event, dup bool, src S
 	// The claim sees the state including this event's record.
 	view := *st
 	view.completed, view.first = completed, first
+	pl.completed = len(completed)
 	g.claim(pl, date, &view, ev, src, now)
 	if pl.claimed && src != SourceEvent {
 		// An action nobody's message asked for is kept on the gate for operators.

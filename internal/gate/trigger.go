@@ -139,7 +139,7 @@ func (g *Gate) afterRecord(ctx context.Context, date gamedate.Date, ev *event, p
 		g.Alerts.Raise(ctx, alert.Alert{
 			Key: g.phase.Name + ":" + date.String() + ":failed:" + ev.name, Severity: sev,
 			Title: fmt.Sprintf("%s reported %s for %s", ev.name, ev.msg.Status, date), Phase: g.phase.Name,
-			GameDate: date.String(), Reason: "processor_" + ev.msg.Status, Expected: len(g.phase.Expected),
+			GameDate: date.String(), Reason: "processor_" + ev.msg.Status, Completed: pl.completed, Expected: len(g.phase.Expected),
 			Missing: []string{ev.name}, Detail: what + "; execution " + ev.msg.ExecutionID,
 		})
 	case pl.newUnexp:

@@ -83,51 +83,27 @@ func Bus(t testing.TB, project string) *bus.Bus {
 
 // Sub is a pull subscription a test reads a topic's messages from: the
 // downstream consumer's view of what phasegate published.
-type Sub struct {
-	b    *bus.Bus
-	name string
-}
+type Sub struct{ s *bus.Subscription }
 
 // Subscribe creates topic (if missing) and a pull subscription on it. Create
 // it before the messages it should see are published.
 func Subscribe(t testing.TB, b *bus.Bus, topic string) *Sub {
 	t.Helper()
-	ctx := context.Background()
-	if err := b.EnsureTopic(ctx, topic); err != nil {
+	s, err := b.Subscribe(context.Background(), topic, fmt.Sprintf("%s-sub%d", topic, seq.Add(1)))
+	if err != nil {
 		t.Fatal(err)
 	}
-	name := strings.Replace(b.TopicName(topic), "/topics/", "/subscriptions/", 1) + fmt.Sprintf("-sub%d", seq.Add(1))
-	_, err := b.Client().SubscriptionAdminClient.CreateSubscription(ctx, &pubsubpb.Subscription{
-		Name: name, Topic: b.TopicName(topic), AckDeadlineSeconds: 60,
-	})
-	if err != nil {
-		t.Fatalf("create subscription on %s: %v", topic, err)
-	}
-	return &Sub{b: b, name: name}
+	return &Sub{s}
 }
 
-// Drain pulls and acks every message that arrives until quiet passes with
-// none, and returns them in arrival order.
+// Drain returns every message that arrives until quiet passes with none.
 func (s *Sub) Drain(t testing.TB, quiet time.Duration) []*pubsubpb.PubsubMessage {
 	t.Helper()
-	var out []*pubsubpb.PubsubMessage
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), quiet)
-		res, err := s.b.Client().SubscriptionAdminClient.Pull(ctx, &pubsubpb.PullRequest{Subscription: s.name, MaxMessages: 1000})
-		cancel()
-		if err != nil || len(res.ReceivedMessages) == 0 {
-			return out
-		}
-		ids := make([]string, 0, len(res.ReceivedMessages))
-		for _, rm := range res.ReceivedMessages {
-			out = append(out, rm.Message)
-			ids = append(ids, rm.AckId)
-		}
-		if err := s.b.Client().SubscriptionAdminClient.Acknowledge(context.Background(),
-			&pubsubpb.AcknowledgeRequest{Subscription: s.name, AckIds: ids}); err != nil {
-			t.Fatalf("ack: %v", err)
-		}
+	out, err := s.s.Drain(context.Background(), quiet)
+	if err != nil {
+		t.Fatal(err)
 	}
+	return out
 }
 
 // Push delivers one message to h as a Pub/Sub push subscription would and
