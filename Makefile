@@ -25,7 +25,7 @@ vet:
 
 ## bench-gate: Firestore RPCs and latency per gate event, on the emulators
 bench-gate:
-	$(WITH_EMULATORS) $(GO) test -run '^$$' -bench BenchmarkGate -benchtime 200x ./internal/gate/
+	$(WITH_EMULATORS) $(GO) test -run '^$$' -bench BenchmarkGateRPCs -benchtime 50x ./internal/gate/
 
 ## serve: host every entry point on 127.0.0.1:8080 against fresh emulators
 serve:

@@ -12,6 +12,7 @@ import (
 	"os"
 
 	"cloud.google.com/go/firestore"
+	"google.golang.org/api/option"
 
 	"github.com/phasegate/phasegate/internal/alert"
 	"github.com/phasegate/phasegate/internal/bus"
@@ -22,6 +23,7 @@ import (
 	"github.com/phasegate/phasegate/internal/gate"
 	"github.com/phasegate/phasegate/internal/logging"
 	"github.com/phasegate/phasegate/internal/metrics"
+	"github.com/phasegate/phasegate/internal/status"
 	"github.com/phasegate/phasegate/internal/sweep"
 )
 
@@ -36,6 +38,9 @@ type Options struct {
 	// Pub/Sub client and inside the trigger protocol.
 	WrapPublisher func(edge.Publisher) edge.Publisher
 	Fault         func(step string) error
+	// FirestoreOptions are passed to the Firestore client (a benchmark
+	// counts RPCs with an interceptor).
+	FirestoreOptions []option.ClientOption
 }
 
 // App holds the shared clients and the handlers built on them.
@@ -47,6 +52,7 @@ type App struct {
 	Alerts   *alert.Service
 	Gates    []*gate.Gate
 	Sweeper  *sweep.Sweeper
+	Status   *status.Reader
 	Edge     *edge.Edge
 	Clock    clock.Clock
 	Log      *slog.Logger
@@ -78,7 +84,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*App, error) {
 	if project == "" {
 		project = firestore.DetectProjectID
 	}
-	fs, err := firestore.NewClient(ctx, project)
+	fs, err := firestore.NewClient(ctx, project, o.FirestoreOptions...)
 	if err != nil {
 		return nil, fmt.Errorf("app: firestore: %w", err)
 	}
@@ -112,6 +118,9 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*App, error) {
 		a.Sweeper.Gates = append(a.Sweeper.Gates, g)
 	}
 	a.handle("Sweep", a.Edge.Handler("Sweep", a.Sweeper.Handle))
+	a.Status = &status.Reader{FS: fs, Phases: cfg.Phases}
+	a.handle("Status", a.Status.Handler(nil))
+	a.handle("Health", &status.Health{FS: fs, Breakers: a.Notifier.Breakers, Metrics: o.Metrics, Clock: o.Clock})
 	return a, nil
 }
 

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/api/option"
+
 	"github.com/phasegate/phasegate/internal/alert"
 	"github.com/phasegate/phasegate/internal/app"
 	"github.com/phasegate/phasegate/internal/clock"
@@ -54,6 +56,11 @@ func WithConfig(f func(*config.Config)) Option { return func(s *setup) { s.cfg =
 // WithPublisher wraps the real publisher, to inject Pub/Sub failures.
 func WithPublisher(w func(edge.Publisher) edge.Publisher) Option {
 	return func(s *setup) { s.opts.WrapPublisher = w }
+}
+
+// WithFirestoreOptions passes options to the App's Firestore client.
+func WithFirestoreOptions(o ...option.ClientOption) Option {
+	return func(s *setup) { s.opts.FirestoreOptions = append(s.opts.FirestoreOptions, o...) }
 }
 
 // WithFault injects crashes into the trigger protocol.
