@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -29,7 +30,9 @@ func main() {
 	}
 	fmt.Fprintln(os.Stderr, "phasegate:", err)
 	var ue usageError
-	if errors.As(err, &ue) {
+	msg := err.Error()
+	if errors.As(err, &ue) || strings.HasPrefix(msg, "required flag") || strings.HasPrefix(msg, "unknown command") ||
+		strings.HasPrefix(msg, "invalid argument") {
 		fmt.Fprintln(os.Stderr, "Run 'phasegate --help' for usage.")
 		os.Exit(2)
 	}
@@ -43,9 +46,13 @@ func newRoot() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Args:          noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			_ = cmd.Help()
+			return usagef("name a command")
+		},
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(serveCmd(), demoCmd(), emulatorsCmd())
+	root.AddCommand(serveCmd(), demoCmd(), emulatorsCmd(), statusCmd(), triggerCmd(), deadLettersCmd())
 	for _, c := range root.Commands() {
 		if c.Args == nil {
 			c.Args = noArgs
