@@ -14,6 +14,8 @@ import (
 	"os"
 	"regexp"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/sethvargo/go-envconfig"
@@ -126,23 +128,24 @@ func (c *Config) Phase(key string) (*Phase, bool) {
 	return nil, false
 }
 
-// env holds the variables the running system already uses. Pointers stay nil
-// when a variable is unset so that only set ones override the file.
+// env holds the variables the running system already uses, as strings: a
+// nil pointer means unset, and each is parsed here so that an error names
+// the variable.
 type env struct {
-	GCPProject           string         `env:"GCP_PROJECT"`
-	GoogleCloudProject   string         `env:"GOOGLE_CLOUD_PROJECT"`
-	ConfigFile           string         `env:"ORCHESTRATOR_CONFIG"`
-	Slack                *string        `env:"SLACK_WEBHOOK_URL, noinit"`
-	SlackError           *string        `env:"SLACK_WEBHOOK_URL_ERROR, noinit"`
-	SlackWarning         *string        `env:"SLACK_WEBHOOK_URL_WARNING, noinit"`
-	Phase2Deadline       *Flag          `env:"ENABLE_PHASE2_COMPLETION_DEADLINE, noinit"`
-	Phase2TimeoutMinutes *int           `env:"PHASE2_COMPLETION_TIMEOUT_MINUTES, noinit"`
-	Phase2Timeout        *time.Duration `env:"PHASE2_COMPLETION_TIMEOUT, noinit"`
-	Subcollection        *Flag          `env:"ENABLE_SUBCOLLECTION_COMPLETIONS, noinit"`
-	DualWrite            *Flag          `env:"DUAL_WRITE_MODE, noinit"`
-	SubcollectionReads   *Flag          `env:"USE_SUBCOLLECTION_READS, noinit"`
-	Idempotency          *Flag          `env:"ENABLE_IDEMPOTENCY_KEYS, noinit"`
-	DedupTTLDays         *int           `env:"DEDUP_TTL_DAYS, noinit"`
+	GCPProject           string  `env:"GCP_PROJECT"`
+	GoogleCloudProject   string  `env:"GOOGLE_CLOUD_PROJECT"`
+	ConfigFile           string  `env:"ORCHESTRATOR_CONFIG"`
+	Slack                *string `env:"SLACK_WEBHOOK_URL, noinit"`
+	SlackError           *string `env:"SLACK_WEBHOOK_URL_ERROR, noinit"`
+	SlackWarning         *string `env:"SLACK_WEBHOOK_URL_WARNING, noinit"`
+	Phase2Deadline       *string `env:"ENABLE_PHASE2_COMPLETION_DEADLINE, noinit"`
+	Phase2TimeoutMinutes *string `env:"PHASE2_COMPLETION_TIMEOUT_MINUTES, noinit"`
+	Phase2Timeout        *string `env:"PHASE2_COMPLETION_TIMEOUT, noinit"`
+	Subcollection        *string `env:"ENABLE_SUBCOLLECTION_COMPLETIONS, noinit"`
+	DualWrite            *string `env:"DUAL_WRITE_MODE, noinit"`
+	SubcollectionReads   *string `env:"USE_SUBCOLLECTION_READS, noinit"`
+	Idempotency          *string `env:"ENABLE_IDEMPOTENCY_KEYS, noinit"`
+	DedupTTLDays         *string `env:"DEDUP_TTL_DAYS, noinit"`
 }
 
 // Load reads the configuration from the process environment.
@@ -208,41 +211,60 @@ func (e *env) apply(c *Config) error {
 	} else if e.GoogleCloudProject != "" {
 		c.ProjectID = e.GoogleCloudProject
 	}
-	set := func(dst *string, v *string) {
+	var errs []error
+	str := func(dst *string, v *string) {
 		if v != nil {
 			*dst = *v
 		}
 	}
-	set(&c.Alerts.WebhookURL, e.Slack)
-	set(&c.Alerts.WebhookURLError, e.SlackError)
-	set(&c.Alerts.WebhookURLWarning, e.SlackWarning)
+	flag := func(name string, dst *Flag, v *string) {
+		if v == nil {
+			return
+		}
+		f, err := ParseFlag(*v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("config: %s: %w", name, err))
+			return
+		}
+		*dst = f
+	}
+	integer := func(name string, v *string) (int, bool) {
+		if v == nil {
+			return 0, false
+		}
+		n, err := strconv.Atoi(strings.TrimSpace(*v))
+		if err != nil {
+			errs = append(errs, fmt.Errorf("config: %s: %q is not a whole number", name, *v))
+			return 0, false
+		}
+		return n, true
+	}
+	str(&c.Alerts.WebhookURL, e.Slack)
+	str(&c.Alerts.WebhookURLError, e.SlackError)
+	str(&c.Alerts.WebhookURLWarning, e.SlackWarning)
 	if p, ok := c.Phase("phase2_to_phase3"); ok {
 		if r := p.timedRule("deadline_exceeded"); r != nil {
-			if e.Phase2Deadline != nil {
-				r.Enabled = *e.Phase2Deadline
-			}
-			if e.Phase2TimeoutMinutes != nil {
-				r.After = time.Duration(*e.Phase2TimeoutMinutes) * time.Minute
+			flag("ENABLE_PHASE2_COMPLETION_DEADLINE", &r.Enabled, e.Phase2Deadline)
+			if n, ok := integer("PHASE2_COMPLETION_TIMEOUT_MINUTES", e.Phase2TimeoutMinutes); ok {
+				r.After = time.Duration(n) * time.Minute
 			}
 			if e.Phase2Timeout != nil { // the duration form wins over minutes
-				r.After = *e.Phase2Timeout
+				d, err := time.ParseDuration(strings.TrimSpace(*e.Phase2Timeout))
+				if err != nil {
+					errs = append(errs, fmt.Errorf("config: PHASE2_COMPLETION_TIMEOUT: %w", err))
+				}
+				r.After = d
 			}
 		}
 	}
-	for dst, v := range map[*Flag]*Flag{
-		&c.Batch.EnableSubcollection:   e.Subcollection,
-		&c.Batch.DualWrite:             e.DualWrite,
-		&c.Batch.UseSubcollectionReads: e.SubcollectionReads,
-		&c.Idempotency.Enabled:         e.Idempotency,
-	} {
-		if v != nil {
-			*dst = *v
-		}
+	flag("ENABLE_SUBCOLLECTION_COMPLETIONS", &c.Batch.EnableSubcollection, e.Subcollection)
+	flag("DUAL_WRITE_MODE", &c.Batch.DualWrite, e.DualWrite)
+	flag("USE_SUBCOLLECTION_READS", &c.Batch.UseSubcollectionReads, e.SubcollectionReads)
+	flag("ENABLE_IDEMPOTENCY_KEYS", &c.Idempotency.Enabled, e.Idempotency)
+	if n, ok := integer("DEDUP_TTL_DAYS", e.DedupTTLDays); ok {
+		c.Idempotency.TTL = time.Duration(n) * 24 * time.Hour
 	}
-	if e.DedupTTLDays != nil {
-		c.Idempotency.TTL = time.Duration(*e.DedupTTLDays) * 24 * time.Hour
-	}
-	return nil
+	return errors.Join(errs...)
 }
 
 func (p *Phase) timedRule(reason string) *TimedRule {

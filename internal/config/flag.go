@@ -67,23 +67,18 @@ func (f Flag) String() string {
 	return strconv.Itoa(f.Percent) + "%"
 }
 
-// EnvDecode lets go-envconfig read a Flag from the environment.
-func (f *Flag) EnvDecode(s string) error {
-	v, err := ParseFlag(s)
-	if err != nil {
-		return err
-	}
-	*f = v
-	return nil
-}
-
 // UnmarshalYAML accepts a YAML boolean or a string such as "10%".
 func (f *Flag) UnmarshalYAML(unmarshal func(any) error) error {
 	var s string
 	if err := unmarshal(&s); err != nil {
 		return err
 	}
-	return f.EnvDecode(s)
+	v, err := ParseFlag(s)
+	if err != nil {
+		return err
+	}
+	*f = v
+	return nil
 }
 
 // MarshalYAML writes the flag back in the form it is read.
