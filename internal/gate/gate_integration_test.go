@@ -13,6 +13,8 @@ import (
 	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
 
 	"github.com/phasegate/phasegate/internal/apptest"
+	"github.com/phasegate/phasegate/internal/config"
+	"github.com/phasegate/phasegate/internal/gamedate"
 	"github.com/phasegate/phasegate/internal/edge"
 	"github.com/phasegate/phasegate/internal/gate"
 	"github.com/phasegate/phasegate/internal/testenv"
@@ -198,4 +200,51 @@ func TestCrashBetweenPublishAndConfirm(t *testing.T) {
 func mustJSON(v any) []byte {
 	b, _ := json.Marshal(v)
 	return b
+}
+
+// With late_arrival configured, the processors a partial trigger went
+// without produce one supplemental trigger, generation 2, once all are in.
+func TestLateArrivalSupplementalTrigger(t *testing.T) {
+	e := apptest.New(t, apptest.WithConfig(func(c *config.Config) {
+		p, _ := c.Phase("Phase3To4")
+		p.LateArrival = true
+	}))
+	sub := e.Sub("nba-phase4-trigger")
+	for _, p := range []string{"PlayerGameSummaryProcessor", "AsyncUpcomingPlayerGameContextProcessor",
+		"TeamDefenseGameSummaryProcessor", "TeamOffenseGameSummaryProcessor"} {
+		e.Deliver("Phase3To4", "m-"+p, apptest.Completion(p, "2026-01-19", "success"))
+	}
+	e.Deliver("Phase3To4", "m-last", apptest.Completion("UpcomingTeamGameContextProcessor", "2026-01-19", "success"))
+	e.Deliver("Phase3To4", "m-last", apptest.Completion("UpcomingTeamGameContextProcessor", "2026-01-19", "success"))
+	got := triggers(t, sub.Drain(t, time.Second))
+	if len(got) != 2 {
+		t.Fatalf("got %d triggers, want the partial one and one supplemental", len(got))
+	}
+	if got[0].TriggerID != "phase3_to_phase4:2026-01-19:1" || !got[0].IsPartial {
+		t.Fatalf("first = %+v", got[0])
+	}
+	if g := got[1]; g.TriggerID != "phase3_to_phase4:2026-01-19:2" || g.TriggerReason != "late_arrival" || g.IsPartial ||
+		len(g.MissingProcessors) != 0 || g.UpstreamProcessorsCount != 5 {
+		t.Fatalf("supplemental = %+v", g)
+	}
+}
+
+// The manual trigger is the next generation, whatever the rules say.
+func TestManualTrigger(t *testing.T) {
+	e := apptest.New(t)
+	sub := e.Sub("nba-phase3-trigger")
+	e.Deliver("Phase2To3", "m1", apptest.Completion("NbacScheduleProcessor", "2026-01-19", "success"))
+	d, _ := gamedate.Parse("2026-01-19")
+	out, err := e.App.Gates[0].Evaluate(context.Background(), d, gate.SourceManual, nil)
+	if err != nil || out.TriggerID != "phase2_to_phase3:2026-01-19:1" {
+		t.Fatalf("manual: %+v, %v", out, err)
+	}
+	out, err = e.App.Gates[0].Evaluate(context.Background(), d, gate.SourceManual, nil)
+	if err != nil || out.TriggerID != "phase2_to_phase3:2026-01-19:2" {
+		t.Fatalf("second manual: %+v, %v", out, err)
+	}
+	got := triggers(t, sub.Drain(t, time.Second))
+	if len(got) != 2 || got[0].TriggerReason != "manual" || len(got[0].MissingProcessors) != 5 {
+		t.Fatalf("manual triggers = %+v", got)
+	}
 }

@@ -1,0 +1,97 @@
+package apptest
+
+import (
+	"context"
+	"os"
+	"sync"
+	"testing"
+
+	"cloud.google.com/go/firestore/apiv1/firestorepb"
+	"google.golang.org/api/option"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+)
+
+// RPCs counts the Firestore RPCs an App makes, by method, and the
+// documents they return (what Firestore bills as reads).
+type RPCs struct {
+	mu    sync.Mutex
+	calls map[string]int
+	docs  int
+}
+
+// CountRPCs returns an Option that routes the App's Firestore client through
+// a counting connection, and the counter. The client library dials the
+// emulator itself and ignores dial options, so this brings its own
+// connection, authenticated as the emulator's owner like the library's.
+func CountRPCs(t testing.TB) (Option, *RPCs) {
+	c := &RPCs{calls: map[string]int{}}
+	conn, err := grpc.NewClient(os.Getenv("FIRESTORE_EMULATOR_HOST"),
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithPerRPCCredentials(emulatorOwner{}),
+		grpc.WithChainUnaryInterceptor(c.unary), grpc.WithChainStreamInterceptor(c.stream))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return WithFirestoreOptions(option.WithGRPCConn(conn)), c
+}
+
+type emulatorOwner struct{}
+
+func (emulatorOwner) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer owner"}, nil
+}
+
+func (emulatorOwner) RequireTransportSecurity() bool { return false }
+
+func (c *RPCs) unary(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	c.mu.Lock()
+	c.calls[method]++
+	c.mu.Unlock()
+	return invoker(ctx, method, req, reply, cc, opts...)
+}
+
+func (c *RPCs) stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	c.mu.Lock()
+	c.calls[method]++
+	c.mu.Unlock()
+	s, err := streamer(ctx, desc, cc, method, opts...)
+	return &countingStream{ClientStream: s, c: c}, err
+}
+
+type countingStream struct {
+	grpc.ClientStream
+	c *RPCs
+}
+
+func (s *countingStream) RecvMsg(m any) error {
+	err := s.ClientStream.RecvMsg(m)
+	if err == nil {
+		found := false
+		switch r := m.(type) {
+		case *firestorepb.RunQueryResponse:
+			found = r.Document != nil
+		case *firestorepb.BatchGetDocumentsResponse:
+			found = r.GetFound() != nil
+		}
+		if found {
+			s.c.mu.Lock()
+			s.c.docs++
+			s.c.mu.Unlock()
+		}
+	}
+	return err
+}
+
+// Take returns the calls and documents read since the last Take.
+func (c *RPCs) Take() (total int, byMethod map[string]int, docs int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, v := range c.calls {
+		total += v
+	}
+	byMethod, docs = c.calls, c.docs
+	c.calls, c.docs = map[string]int{}, 0
+	return total, byMethod, docs
+}

@@ -1,0 +1,50 @@
+package sweep_test
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/phasegate/phasegate/internal/apptest"
+	"github.com/phasegate/phasegate/internal/gamedate"
+)
+
+// TestSweepReadCost measures what one sweep reads with 30 days of gate
+// documents (90, three phases) of which 3 are open: the query returns only
+// the open gates in the look-back, so documents read = open gates.
+func TestSweepReadCost(t *testing.T) {
+	count, rpcs := apptest.CountRPCs(t)
+	e := apptest.New(t, count)
+	start, _ := gamedate.Parse("2025-12-20")
+	procs := map[string][]string{
+		"Phase2To3": {"BdlPlayerBoxscoresProcessor", "BigDataBallPbpProcessor", "OddsApiGameLinesBatchProcessor", "NbacScheduleProcessor", "NbacGamebookProcessor", "BrRostersCurrentProcessor"},
+		"Phase3To4": {"PlayerGameSummaryProcessor", "TeamDefenseGameSummaryProcessor", "TeamOffenseGameSummaryProcessor", "UpcomingPlayerGameContextProcessor", "UpcomingTeamGameContextProcessor"},
+		"Phase4To5": {"TeamDefenseZoneAnalysisProcessor", "PlayerShotZoneAnalysisProcessor", "PlayerCompositeFactorsProcessor", "PlayerDailyCacheProcessor", "MLFeatureStoreProcessor"},
+	}
+	for day := range 30 {
+		date := start.AddDays(day).String()
+		e.Clock.Set(apptest.Start.Add(time.Duration(day-29) * 24 * time.Hour))
+		for ep, ps := range procs {
+			if day == 29 && ep == "Phase4To5" {
+				ps = ps[:2] // the open ones: the last day's phase 4 …
+			}
+			if day == 28 && ep != "Phase4To5" {
+				ps = ps[:1] // … and phases 2 and 3 of the day before
+			}
+			for i, p := range ps {
+				if c := e.Deliver(ep, fmt.Sprintf("%s-%s-%d", ep, date, i), apptest.Completion(p, date, "success")); c >= 300 {
+					t.Fatalf("status %d", c)
+				}
+			}
+		}
+	}
+	rpcs.Take()
+	sweepOnce(t, e)
+	total, methods, docs := rpcs.Take()
+	t.Logf("one sweep over 30 days × 3 phases with 3 open gates: %d RPCs %v, %d documents read", total, methods, docs)
+	// Three queries return the three open gates; the alert outbox query and
+	// the batch query return nothing. No gate triggers, so nothing is written.
+	if docs != 3 {
+		t.Fatalf("sweep read %d documents, want 3 (the open gates only)", docs)
+	}
+}
