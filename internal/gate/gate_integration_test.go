@@ -14,8 +14,8 @@ import (
 
 	"github.com/phasegate/phasegate/internal/apptest"
 	"github.com/phasegate/phasegate/internal/config"
-	"github.com/phasegate/phasegate/internal/gamedate"
 	"github.com/phasegate/phasegate/internal/edge"
+	"github.com/phasegate/phasegate/internal/gamedate"
 	"github.com/phasegate/phasegate/internal/gate"
 	"github.com/phasegate/phasegate/internal/testenv"
 )
