@@ -23,20 +23,29 @@ func usagef(format string, args ...any) error { return usageError{fmt.Errorf(for
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	root := newRoot()
-	err := root.ExecuteContext(ctx)
+	err := newRoot().ExecuteContext(ctx)
 	if err == nil {
 		return
 	}
 	fmt.Fprintln(os.Stderr, "phasegate:", err)
+	code := exitCode(err)
+	if code == 2 {
+		fmt.Fprintln(os.Stderr, "Run 'phasegate --help' for usage.")
+	}
+	stop()
+	os.Exit(code)
+}
+
+// exitCode is 2 for a wrong command, flag or value (ours, or cobra's own
+// messages for required flags and bad flag values), 1 for a failure.
+func exitCode(err error) int {
 	var ue usageError
 	msg := err.Error()
 	if errors.As(err, &ue) || strings.HasPrefix(msg, "required flag") || strings.HasPrefix(msg, "unknown command") ||
 		strings.HasPrefix(msg, "invalid argument") {
-		fmt.Fprintln(os.Stderr, "Run 'phasegate --help' for usage.")
-		os.Exit(2)
+		return 2
 	}
-	os.Exit(1)
+	return 1
 }
 
 func newRoot() *cobra.Command {

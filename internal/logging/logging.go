@@ -49,13 +49,8 @@ func replace(groups []string, a slog.Attr) slog.Attr {
 	return a
 }
 
-// LevelCritical is Cloud Logging's CRITICAL, for a gate that cannot proceed.
-const LevelCritical = slog.Level(12)
-
 func severity(l slog.Level) string {
 	switch {
-	case l >= LevelCritical:
-		return "CRITICAL"
 	case l >= slog.LevelError:
 		return "ERROR"
 	case l >= slog.LevelWarn:

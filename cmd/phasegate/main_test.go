@@ -1,0 +1,114 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/phasegate/phasegate/internal/apptest"
+	"github.com/phasegate/phasegate/internal/envelope"
+	"github.com/phasegate/phasegate/internal/testenv"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+func TestUsageErrorsExit2(t *testing.T) {
+	tests := [][]string{
+		{"bogus"},
+		{"serve", "--nope"},
+		{"serve", "--addr", "no-port"},
+		{"status", "--date", "2026-13-01"},
+		{"trigger", "--date", "2026-01-19"},
+		{"trigger", "--phase", "Phase3To4", "--date", "tomorrow"},
+		{"dead-letters", "list"},
+		{"emulators"},
+		{"demo", "extra"},
+	}
+	for _, args := range tests {
+		t.Run(strings.Join(args, " "), func(t *testing.T) {
+			root := newRoot()
+			root.SetArgs(args)
+			root.SetOut(io.Discard)
+			root.SetErr(io.Discard)
+			err := root.Execute()
+			if err == nil || exitCode(err) != 2 {
+				t.Fatalf("err = %v (exit %d), want a usage error", err, exitCode(err))
+			}
+		})
+	}
+}
+
+func TestEveryCommandHasHelp(t *testing.T) {
+	for _, c := range newRoot().Commands() {
+		if c.Short == "" {
+			t.Errorf("%s has no help", c.Name())
+		}
+	}
+}
+
+// serve prints its address once it accepts requests, serves every entry
+// point, and returns cleanly when its context ends (SIGTERM in main).
+func TestServe(t *testing.T) {
+	e := apptest.New(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() { done <- serve(ctx, ln, e.App, pw) }()
+	base := "http://" + ln.Addr().String()
+	line := make([]byte, 256)
+	n, _ := pr.Read(line)
+	if got := string(line[:n]); got != "listening on "+base+"\n" {
+		t.Fatalf("first line %q", got)
+	}
+	body := envelope.PushBody("m1", []byte(`{"processor_name":"NbacScheduleProcessor","game_date":"2026-01-19","status":"success"}`), nil, time.Now())
+	for _, ep := range []string{"Phase2To3", "Phase3To4", "Phase4To5", "Sweep"} {
+		resp, err := http.Post(base+"/"+ep, "application/json", bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode >= 300 {
+			t.Fatalf("%s: %d", ep, resp.StatusCode)
+		}
+	}
+	for _, ep := range []string{"Health", "Status?date=2026-01-19"} {
+		resp, err := http.Get(base + "/" + ep)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("%s: %d", ep, resp.StatusCode)
+		}
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("serve returned %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("serve did not stop")
+	}
+}
+
+func TestDemo(t *testing.T) {
+	var out bytes.Buffer
+	if err := runDemo(context.Background(), &out, false); err != nil {
+		t.Fatalf("demo: %v\n%s", err, out.String())
+	}
+	for _, want := range []string{"deadline_exceeded", "critical_plus_majority_60pct", "all_complete", "duplicate", "the day ended as expected"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("demo output lacks %q", want)
+		}
+	}
+}
