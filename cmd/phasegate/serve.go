@@ -30,20 +30,13 @@ emulators and creates missing topics.`,
 			if _, _, err := net.SplitHostPort(addr); err != nil {
 				return usagef("--addr %q: %v", addr, err)
 			}
-			cfg, err := loadConfig(cmd.Context())
-			if err != nil {
-				return err
-			}
-			a, err := app.New(cmd.Context(), cfg, app.Options{})
-			if err != nil {
-				return err
-			}
-			defer a.Close()
-			ln, err := net.Listen("tcp", addr)
-			if err != nil {
-				return err
-			}
-			return serve(cmd.Context(), ln, a, cmd.OutOrStdout())
+			return withApp(cmd, func(a *app.App) error {
+				ln, err := net.Listen("tcp", addr)
+				if err != nil {
+					return err
+				}
+				return serve(cmd.Context(), ln, a, cmd.OutOrStdout())
+			})
 		},
 	}
 	cmd.Flags().StringVar(&addr, "addr", "127.0.0.1:8080", "address to listen on")

@@ -6,10 +6,12 @@ package apptest
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
 	"os"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -159,4 +161,40 @@ func Completion(processor, date, status string) map[string]any {
 		"execution_id": "exec-" + processor, "correlation_id": "corr-" + date,
 		"record_count": 100, "timestamp": Start.Format(time.RFC3339),
 	}
+}
+
+// CrashAt makes the trigger protocol stop at step, as a crash would, the
+// first n times it gets there.
+func CrashAt(step string, n int) Option {
+	var left atomic.Int32
+	left.Store(int32(n))
+	return WithFault(func(s string) error {
+		if s == step && left.Add(-1) >= 0 {
+			return errors.New("injected crash at " + step)
+		}
+		return nil
+	})
+}
+
+// FailPublishes makes the first n publishes to topic fail, as an
+// unavailable Pub/Sub would; later ones reach the emulator.
+func FailPublishes(topic string, n int) Option {
+	return WithPublisher(func(p edge.Publisher) edge.Publisher {
+		f := &failingPublisher{Publisher: p, topic: topic}
+		f.left.Store(int32(n))
+		return f
+	})
+}
+
+type failingPublisher struct {
+	edge.Publisher
+	topic string
+	left  atomic.Int32
+}
+
+func (f *failingPublisher) Publish(ctx context.Context, topic string, data []byte, attrs map[string]string) (string, error) {
+	if topic == f.topic && f.left.Add(-1) >= 0 {
+		return "", errors.New("injected: pubsub unavailable")
+	}
+	return f.Publisher.Publish(ctx, topic, data, attrs)
 }

@@ -3,10 +3,8 @@ package gate_test
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -14,7 +12,6 @@ import (
 
 	"github.com/phasegate/phasegate/internal/apptest"
 	"github.com/phasegate/phasegate/internal/config"
-	"github.com/phasegate/phasegate/internal/edge"
 	"github.com/phasegate/phasegate/internal/gamedate"
 	"github.com/phasegate/phasegate/internal/gate"
 	"github.com/phasegate/phasegate/internal/testenv"
@@ -79,26 +76,10 @@ func TestConcurrentDuplicatesTriggerOnce(t *testing.T) {
 	}
 }
 
-// failingPublisher fails the first n publishes to topic, then delegates.
-type failingPublisher struct {
-	edge.Publisher
-	topic string
-	n     atomic.Int32
-}
-
-func (f *failingPublisher) Publish(ctx context.Context, topic string, data []byte, attrs map[string]string) (string, error) {
-	if topic == f.topic && f.n.Add(-1) >= 0 {
-		return "", errors.New("injected: pubsub unavailable")
-	}
-	return f.Publisher.Publish(ctx, topic, data, attrs)
-}
-
 // The publish fails once after the state commit: the 5xx's redelivery
 // publishes exactly one trigger, with the trigger_id the claim chose.
 func TestPublishFailureAfterCommitRedelivered(t *testing.T) {
-	fp := &failingPublisher{topic: "nba-predictions-trigger"}
-	fp.n.Store(1)
-	e := apptest.New(t, apptest.WithPublisher(func(p edge.Publisher) edge.Publisher { fp.Publisher = p; return fp }))
+	e := apptest.New(t, apptest.FailPublishes("nba-predictions-trigger", 1))
 	sub := e.Sub("nba-predictions-trigger")
 	for _, p := range phase4[:4] {
 		if c := e.PushOnce("Phase4To5", "m-"+p, apptest.Completion(p, "2026-01-19", "success")); c != 204 {
@@ -165,14 +146,7 @@ func TestLateProcessorAfterTrigger(t *testing.T) {
 // refused while the lease lives and finishes once it expires. The consumer
 // sees copies only with the one trigger_id.
 func TestCrashBetweenPublishAndConfirm(t *testing.T) {
-	var crash atomic.Bool
-	crash.Store(true)
-	e := apptest.New(t, apptest.WithFault(func(step string) error {
-		if step == gate.StepAfterPublish && crash.CompareAndSwap(true, false) {
-			return errors.New("injected crash")
-		}
-		return nil
-	}))
+	e := apptest.New(t, apptest.CrashAt(gate.StepAfterPublish, 1))
 	sub := e.Sub("nba-predictions-trigger")
 	for _, p := range phase4[:4] {
 		e.PushOnce("Phase4To5", "m-"+p, apptest.Completion(p, "2026-01-19", "success"))

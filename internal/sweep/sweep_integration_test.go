@@ -1,18 +1,14 @@
 package sweep_test
 
 import (
-	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/phasegate/phasegate/internal/apptest"
 	"github.com/phasegate/phasegate/internal/config"
-	"github.com/phasegate/phasegate/internal/edge"
 	"github.com/phasegate/phasegate/internal/gate"
 	"github.com/phasegate/phasegate/internal/slacktest"
 	"github.com/phasegate/phasegate/internal/testenv"
@@ -121,24 +117,10 @@ func TestTiersFromSweep(t *testing.T) {
 	}
 }
 
-type failOnce struct {
-	edge.Publisher
-	fail atomic.Bool
-}
-
-func (f *failOnce) Publish(ctx context.Context, topic string, data []byte, attrs map[string]string) (string, error) {
-	if topic == "nba-predictions-trigger" && f.fail.CompareAndSwap(true, false) {
-		return "", errors.New("injected: pubsub unavailable")
-	}
-	return f.Publisher.Publish(ctx, topic, data, attrs)
-}
-
 // A trigger released after a failed publish, and no redelivery: the next
 // sweep publishes it, once.
 func TestSweepFinishesReleasedClaim(t *testing.T) {
-	fp := &failOnce{}
-	fp.fail.Store(true)
-	e := apptest.New(t, apptest.WithPublisher(func(p edge.Publisher) edge.Publisher { fp.Publisher = p; return fp }))
+	e := apptest.New(t, apptest.FailPublishes("nba-predictions-trigger", 1))
 	sub := e.Sub("nba-predictions-trigger")
 	for i, p := range []string{"TeamDefenseZoneAnalysisProcessor", "PlayerShotZoneAnalysisProcessor",
 		"PlayerCompositeFactorsProcessor", "PlayerDailyCacheProcessor", "MLFeatureStoreProcessor"} {
@@ -160,14 +142,7 @@ func TestSweepFinishesReleasedClaim(t *testing.T) {
 
 // A claim left by a crashed instance is finished by a sweep after its lease.
 func TestSweepFinishesExpiredClaim(t *testing.T) {
-	var crash atomic.Bool
-	crash.Store(true)
-	e := apptest.New(t, apptest.WithFault(func(step string) error {
-		if step == gate.StepAfterCommit && crash.CompareAndSwap(true, false) {
-			return errors.New("injected crash")
-		}
-		return nil
-	}))
+	e := apptest.New(t, apptest.CrashAt(gate.StepAfterCommit, 1))
 	sub := e.Sub("nba-phase4-trigger")
 	for _, p := range []string{"AsyncUpcomingPlayerGameContextProcessor"} {
 		e.PushOnce("Phase3To4", "m-"+p, apptest.Completion(p, "2026-01-20", "success")) // same day
