@@ -23,9 +23,9 @@ vet:
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo 'gofmt needed'; exit 1; }
 
-## bench-gate: Firestore RPCs and latency per gate event, on the emulators
+## bench-gate: Firestore RPCs per gate event, and settling 15 concurrent events, on the emulators
 bench-gate:
-	$(WITH_EMULATORS) $(GO) test -run '^$$' -bench BenchmarkGateRPCs -benchtime 50x ./internal/gate/
+	$(WITH_EMULATORS) $(GO) test -run '^$$' -bench 'BenchmarkGate(RPCs|Contention)' -benchtime 10x ./internal/gate/
 
 ## serve: host every entry point on 127.0.0.1:8080 against fresh emulators
 serve:
