@@ -47,8 +47,8 @@ func (e *Edge) Handler(entryPoint string, h HandlerFunc) http.Handler {
 		ctx := logging.WithTrace(r.Context(), r, e.ProjectID)
 		ctx = logging.WithLabels(ctx, "entry_point", entryPoint)
 		m, err := envelope.Decode(r)
+		logging.Annotate(ctx, "message_id", m.ID)
 		if err == nil {
-			logging.Annotate(ctx, "message_id", m.ID)
 			err = h(ctx, m)
 		}
 		w.WriteHeader(e.classify(ctx, entryPoint, m, err))

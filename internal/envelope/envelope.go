@@ -12,6 +12,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/phasegate/phasegate/internal/errs"
@@ -80,7 +81,10 @@ func Decode(r *http.Request) (Message, error) {
 	if p.Message == nil {
 		return m, errs.Invalidf("unparseable_envelope", "push body has no message")
 	}
-	m.ID = firstNonEmpty(p.Message.MessageID, p.Message.MessageID2, ceID)
+	// JSON strings decode to valid UTF-8; a ce-id header is bytes. An id that
+	// is not UTF-8 could be neither stored (idempotency key) nor sent as a
+	// dead-letter attribute, so the message would fail forever.
+	m.ID = strings.ToValidUTF8(firstNonEmpty(p.Message.MessageID, p.Message.MessageID2, ceID), "\uFFFD")
 	m.Attributes = p.Message.Attributes
 	m.Subscription = p.Subscription
 	if p.Message.PublishTime != "" {

@@ -18,6 +18,7 @@ package faults
 
 import (
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -156,10 +157,10 @@ var table = []scenario{
 		},
 	},
 	{
-		name:   "concurrent_15",
-		proves: "15 events on one date at once — 6 distinct processors, 5 redeliveries, 4 re-publications — record 6 completions and one trigger under the default retries",
-		ep:     "Phase2To3",
-		act:    func(r *rig) { fifteen(r, 12) },
+		name:      "concurrent_15",
+		proves:    "15 events on one date at once — 6 distinct processors, 5 redeliveries, 4 re-publications — record 6 completions and one trigger under the default retries",
+		ep:        "Phase2To3",
+		act:       func(r *rig) { fifteen(r, 12) },
 		completed: phase2Names,
 		triggers:  map[string]int{id1("phase2_to_phase3"): 1},
 		reason:    "all_complete",
@@ -195,9 +196,9 @@ var table = []scenario{
 		name: "firestore_contention",
 		proves: "contention beyond the client's retries (gate.write_attempts=1, 15 events at once): the losers get 5xx, " +
 			"their redeliveries settle, nothing is lost or triggered twice",
-		ep:  "Phase2To3",
-		opt: rigOpt{cfg: func(c *config.Config) { c.Gate.WriteAttempts = 1 }},
-		act: func(r *rig) { fifteen(r, 40) },
+		ep:        "Phase2To3",
+		opt:       rigOpt{cfg: func(c *config.Config) { c.Gate.WriteAttempts = 1 }},
+		act:       func(r *rig) { fifteen(r, 40) },
 		completed: phase2Names,
 		triggers:  map[string]int{id1("phase2_to_phase3"): 1},
 		reason:    "all_complete",
@@ -211,7 +212,7 @@ var table = []scenario{
 	},
 	{
 		name: "slack_429_500_timeout",
-		proves: "Slack answering 429 (Retry-After), 500 and timing out while a partial trigger, a failure and their resolutions are alerted: " +
+		proves: "Slack answering 429 (Retry-After), 500 and timing out while a partial trigger, a failure (raised twice by two failed runs) and their resolutions are alerted: " +
 			"every event is acknowledged at once and the trigger goes out; each alert and follow-up reaches Slack once, the undelivered ones through the sweep's Flush",
 		ep:  "Phase3To4",
 		opt: rigOpt{slack: true},
@@ -221,6 +222,8 @@ var table = []scenario{
 				slacktest.Reply{Status: 500}, stall, slacktest.Reply{Status: 429, RetryAfter: 1})
 			for i, m := range []map[string]any{
 				withExec(completion("TeamOffenseGameSummaryProcessor", "failed"), "e-failed"),
+				// Its rerun fails too: recorded again, the same alert key raised again.
+				withExec(completion("TeamOffenseGameSummaryProcessor", "failed"), "e-failed-again"),
 				completion("PlayerGameSummaryProcessor", "success"),
 				completion("AsyncUpcomingPlayerGameContextProcessor", "success"),
 				completion("TeamDefenseGameSummaryProcessor", "success"), // 3 of 5, both critical: partial trigger
@@ -243,6 +246,9 @@ var table = []scenario{
 			}
 			if codes[429] != 2 || codes[500] != 2 || codes[504] != 2 {
 				r.t.Errorf("slack answers %v: the scripted faults were not all met", codes)
+			}
+			if r.Metrics.Get("alerts.suppressed_duplicate") == 0 {
+				r.t.Errorf("the rerun's failure did not raise its alert key a second time")
 			}
 			if r.Metrics.Get("alerts.flushed") == 0 {
 				r.t.Errorf("nothing was left for the sweep's Flush: the row does not exercise the outbox")
@@ -300,6 +306,32 @@ var table = []scenario{
 				r.t.Errorf("_published_message_ids = %v, want the one confirmed publish", ids)
 			}
 		},
+	},
+	{
+		name: "crash_before_alert",
+		proves: "a crash after the commit that records a processor's failure, before its alert: the redelivery is a duplicate of the record " +
+			"but still raises the alert (once); the later success resolves it, and the trigger goes out",
+		ep: "Phase2To3",
+		act: func(r *rig) {
+			failed := withExec(completion("NbacScheduleProcessor", "failed"), "e-failed")
+			r.crash.arm(gate.StepAfterCommit, 1)
+			if c := r.once("f1", failed); c != 500 {
+				r.t.Errorf("crashing attempt answered %d, want 500", c)
+			}
+			if c := r.once("f1", failed); c != 200 {
+				r.t.Errorf("redelivery answered %d, want 200 (duplicate of the recorded failure)", c)
+			}
+			if n := len(r.Slack.Delivered()); n != 1 {
+				r.t.Errorf("after the redelivery slack has %d messages, want the failure alert", n)
+			}
+			for _, p := range phase2 {
+				r.deliver("m-"+p, completion(p, "success"), 3)
+			}
+		},
+		completed: phase2Names,
+		triggers:  map[string]int{id1("phase2_to_phase3"): 1},
+		reason:    "all_complete",
+		alerts:    2, // the failure, then its resolution
 	},
 	{
 		name: "crash_everywhere",
@@ -405,5 +437,19 @@ func TestFaultTable(t *testing.T) {
 			}
 			t.Logf("%s settled in %v (5xx answers %d, lease waits %d)", sc.name, time.Since(start).Round(time.Millisecond), r.fivexx.Load(), r.leaseWaits)
 		})
+	}
+}
+
+// docs/reliability.md renders the table; keep them in step.
+func TestReliabilityDoc(t *testing.T) {
+	b, err := os.ReadFile("../../docs/reliability.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sc := range table {
+		row := fmt.Sprintf("| `%s` | %s |", sc.name, sc.proves)
+		if !strings.Contains(string(b), row) {
+			t.Errorf("docs/reliability.md lacks the row\n%s", row)
+		}
 	}
 }

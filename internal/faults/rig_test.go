@@ -120,6 +120,7 @@ type rigOpt struct {
 	cfg      func(*config.Config)
 	failPubs int  // publishes to the output topic that fail first
 	slack    bool // shorten Slack's time bounds so scripted timeouts are quick
+	extra    []apptest.Option
 }
 
 func newRig(t *testing.T, ep string, o rigOpt) *rig {
@@ -132,7 +133,7 @@ func newRig(t *testing.T, ep string, o rigOpt) *rig {
 	}
 	r.pub = &flakyPublisher{topic: p.OutputTopic}
 	r.pub.n.Store(int32(o.failPubs))
-	r.Env = apptest.New(t,
+	r.Env = apptest.New(t, append([]apptest.Option{
 		apptest.WithFault(r.crash.fault),
 		apptest.WithPublisher(func(inner edge.Publisher) edge.Publisher { r.pub.Publisher = inner; return r.pub }),
 		apptest.WithConfig(func(c *config.Config) {
@@ -144,7 +145,7 @@ func newRig(t *testing.T, ep string, o rigOpt) *rig {
 			if o.cfg != nil {
 				o.cfg(c)
 			}
-		}))
+		})}, o.extra...)...)
 	r.phase, _ = r.Cfg.Phase(ep)
 	r.trigger = r.Sub(r.phase.OutputTopic)
 	r.dlq = r.Sub(r.Cfg.Topics.DeadLetter)
@@ -257,8 +258,30 @@ func (r *rig) settle() {
 			r.sweep()
 		}
 	}
-	r.Clock.Advance(r.Cfg.Gate.ClaimLease)
-	r.sweep()
+	// Sweeps past every lease until the alert outbox owes nothing (a slow
+	// machine may need more than one Flush to get through Slack's faults).
+	for range 4 {
+		r.Clock.Advance(r.Cfg.Gate.ClaimLease)
+		r.sweep()
+		if r.alertsOwed() == 0 {
+			return
+		}
+	}
+}
+
+// alertsOwed counts alert messages recorded but not delivered yet.
+func (r *rig) alertsOwed() int {
+	docs, err := r.App.FS.Collection(alert.Collection).Documents(context.Background()).GetAll()
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	n := 0
+	for _, d := range docs {
+		if d.Data()["state"] == alert.StatePending || d.Data()["resolve_state"] == alert.StatePending {
+			n++
+		}
+	}
+	return n
 }
 
 // drain returns what the consumer and the dead-letter topic received.

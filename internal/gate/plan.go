@@ -104,7 +104,29 @@ func (g *Gate) record(pl *plan, st *docState, ev *event, dup bool, now time.Time
 			pl.outcome.Recorded = "late"
 		}
 	}
+	if pl.outcome.Recorded == "duplicate" {
+		owedAlerts(pl, st, ev)
+	}
 	return completed, first
+}
+
+// owedAlerts asks again for the alert that recording ev called for. The
+// first attempt may have died after its commit and before its alert, and
+// its redelivery is a duplicate; the alert service sends a key at most
+// once, so asking again never repeats a message.
+func owedAlerts(pl *plan, st *docState, ev *event) {
+	m, name := ev.msg, ev.name
+	failure, failed := st.sub(fFailed)[name].(map[string]any)
+	switch {
+	case !ev.expected:
+		_, pl.newUnexp = st.sub(fUnexpected)[name]
+	case !m.Completed():
+		pl.newFail = failed && !st.completed[name] &&
+			failure["execution_id"] == m.ExecutionID && failure["status"] == m.Status
+	case failed && st.completed[name]:
+		rec, _ := st.data[name].(map[string]any)
+		pl.healedFailure = rec["execution_id"] == m.ExecutionID
+	}
 }
 
 // claim adds a trigger claim to pl when one is due and nobody holds it:
