@@ -12,6 +12,7 @@ import (
 
 	"github.com/phasegate/phasegate/internal/config"
 	"github.com/phasegate/phasegate/internal/metrics"
+	"github.com/phasegate/phasegate/internal/slacktest"
 )
 
 var sample = Alert{
@@ -88,8 +89,8 @@ func TestFormatElapsed(t *testing.T) {
 }
 
 func TestRouting(t *testing.T) {
-	f := newFakeSlack(t)
-	all := testConfig(f)
+	s := newSlack(t)
+	all := testConfig(s)
 	tests := []struct {
 		name  string
 		cfg   func(c *config.Alerts)
@@ -126,19 +127,19 @@ func TestRouting(t *testing.T) {
 			n := NewNotifier(cfg, testLogger(t), m)
 			logged := 0
 			for name, want := range tt.want {
-				before := len(f.requests())
+				before := len(s.Posts())
 				if err := n.Post(context.Background(), alerts[name]); err != nil {
 					t.Fatalf("Post(%s): %v", name, err)
 				}
-				reqs := f.requests()[before:]
+				reqs := s.Posts()[before:]
 				if want == "" {
 					logged++
 					if len(reqs) != 0 {
-						t.Errorf("%s: posted to %s, want logged only", name, reqs[0].path)
+						t.Errorf("%s: posted to %s, want logged only", name, reqs[0].Path)
 					}
 					continue
 				}
-				if len(reqs) != 1 || reqs[0].path != want {
+				if len(reqs) != 1 || reqs[0].Path != want {
 					t.Errorf("%s: requests %v, want one to %s", name, paths(reqs), want)
 				}
 			}
@@ -164,10 +165,10 @@ func TestRouting(t *testing.T) {
 	}
 }
 
-func paths(rs []request) []string {
+func paths(ps []slacktest.Post) []string {
 	var out []string
-	for _, r := range rs {
-		out = append(out, r.path)
+	for _, p := range ps {
+		out = append(out, p.Path)
 	}
 	return out
 }
@@ -175,8 +176,8 @@ func paths(rs []request) []string {
 func TestRetries(t *testing.T) {
 	tests := []struct {
 		name       string
-		script     []reply
-		def        reply
+		script     []slacktest.Reply
+		def        slacktest.Reply
 		maxElapsed time.Duration
 		wantErr    error // nil: delivered; errAny: any error
 		requests   int   // exact; -1 means at least 2
@@ -184,24 +185,25 @@ func TestRetries(t *testing.T) {
 		minGap     time.Duration // between the first two requests
 		maxTook    time.Duration
 	}{
-		{name: "429 with Retry-After then 200", script: []reply{{code: 429, retryAfter: 1}}, def: reply{code: 200},
+		{name: "429 with Retry-After then 200", script: []slacktest.Reply{{Status: 429, RetryAfter: 1}}, def: slacktest.Reply{Status: 200},
 			requests: 2, delivered: 1, minGap: time.Second, maxTook: 2500 * time.Millisecond},
-		{name: "429 without Retry-After then 200", script: []reply{{code: 429}}, def: reply{code: 200},
+		{name: "429 without Retry-After then 200", script: []slacktest.Reply{{Status: 429}}, def: slacktest.Reply{Status: 200},
 			requests: 2, delivered: 1},
-		{name: "500 then 200", script: []reply{{code: 500}}, def: reply{code: 200}, requests: 2, delivered: 1},
-		{name: "502, 503 then 200", script: []reply{{code: 502}, {code: 503}}, def: reply{code: 200}, requests: 3, delivered: 1},
-		{name: "400 is not retried", def: reply{code: 400}, wantErr: ErrRejected, requests: 1},
-		{name: "404 is not retried", def: reply{code: 404}, wantErr: ErrRejected, requests: 1},
-		{name: "Retry-After beyond the budget gives up at once", def: reply{code: 429, retryAfter: 30},
+		{name: "500 then 200", script: []slacktest.Reply{{Status: 500}}, def: slacktest.Reply{Status: 200}, requests: 2, delivered: 1},
+		{name: "502, 503 then 200", script: []slacktest.Reply{{Status: 502}, {Status: 503}}, def: slacktest.Reply{Status: 200}, requests: 3, delivered: 1},
+		{name: "400 is not retried", def: slacktest.Reply{Status: 400}, wantErr: ErrRejected, requests: 1},
+		{name: "404 is not retried", def: slacktest.Reply{Status: 404}, wantErr: ErrRejected, requests: 1},
+		{name: "Retry-After beyond the budget gives up at once", def: slacktest.Reply{Status: 429, RetryAfter: 30},
 			wantErr: errAny, requests: 1, maxTook: time.Second},
-		{name: "500 forever stops at MaxElapsed", def: reply{code: 500}, maxElapsed: 500 * time.Millisecond,
+		{name: "500 forever stops at MaxElapsed", def: slacktest.Reply{Status: 500}, maxElapsed: 500 * time.Millisecond,
 			wantErr: errAny, requests: -1, maxTook: 1500 * time.Millisecond},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			f := newFakeSlack(t)
-			f.set(tt.def, tt.script...)
-			cfg := testConfig(f)
+			s := newSlack(t)
+			s.SetDefault(tt.def)
+			s.Script(tt.script...)
+			cfg := testConfig(s)
 			if tt.maxElapsed > 0 {
 				cfg.MaxElapsed = tt.maxElapsed
 			}
@@ -210,6 +212,9 @@ func TestRetries(t *testing.T) {
 			start := time.Now()
 			err := n.Post(context.Background(), sample)
 			took := time.Since(start)
+			// Close waits for the handlers still running, so that a request
+			// the client abandoned mid-flight is in Posts too.
+			s.Close()
 			switch {
 			case tt.wantErr == nil && err != nil:
 				t.Fatalf("Post: %v", err)
@@ -218,15 +223,15 @@ func TestRetries(t *testing.T) {
 			case tt.wantErr != nil && tt.wantErr != errAny && !errors.Is(err, tt.wantErr):
 				t.Fatalf("Post: %v, want %v", err, tt.wantErr)
 			}
-			reqs := f.requests()
+			reqs := s.Posts()
 			if tt.requests >= 0 && len(reqs) != tt.requests || tt.requests < 0 && len(reqs) < 2 {
 				t.Errorf("%d requests, want %d", len(reqs), tt.requests)
 			}
-			if got := len(f.delivered()); got != tt.delivered {
+			if got := len(s.Delivered()); got != tt.delivered {
 				t.Errorf("%d delivered, want %d", got, tt.delivered)
 			}
 			if tt.minGap > 0 && len(reqs) >= 2 {
-				if gap := reqs[1].at.Sub(reqs[0].at); gap < tt.minGap {
+				if gap := reqs[1].At.Sub(reqs[0].At); gap < tt.minGap {
 					t.Errorf("retried after %v, want at least %v (Retry-After)", gap, tt.minGap)
 				}
 			}
@@ -257,9 +262,9 @@ func TestTimeoutsBounded(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			f := newFakeSlack(t)
-			f.set(reply{code: 200, delay: 10 * time.Second})
-			cfg := testConfig(f)
+			s := newSlack(t)
+			s.SetDefault(slacktest.Reply{Status: 200, Delay: 10 * time.Second})
+			cfg := testConfig(s)
 			cfg.RequestTimeout, cfg.MaxElapsed = 150*time.Millisecond, tt.maxElapsed
 			n := NewNotifier(cfg, testLogger(t), &metrics.Registry{}, WithRetryBase(10*time.Millisecond), WithBreaker(100, time.Minute))
 			ctx := context.Background()
@@ -279,7 +284,10 @@ func TestTimeoutsBounded(t *testing.T) {
 			if took > tt.bound+500*time.Millisecond {
 				t.Errorf("Post took %v, want about %v", took, tt.bound)
 			}
-			if len(f.requests()) == 0 {
+			// The server records a post when its handler ends, here when the
+			// client gives up; Close waits for that.
+			s.Close()
+			if len(s.Posts()) == 0 {
 				t.Error("no request reached Slack")
 			}
 		})
@@ -287,9 +295,9 @@ func TestTimeoutsBounded(t *testing.T) {
 }
 
 func TestBreaker(t *testing.T) {
-	f := newFakeSlack(t)
-	f.set(reply{code: 500})
-	cfg := testConfig(f)
+	s := newSlack(t)
+	s.SetDefault(slacktest.Reply{Status: 500})
+	cfg := testConfig(s)
 	cfg.WebhookURLWarning = ""
 	m := &metrics.Registry{}
 	const failures, openFor = 3, 300 * time.Millisecond
@@ -299,7 +307,7 @@ func TestBreaker(t *testing.T) {
 	if err := n.Post(context.Background(), info); !errors.Is(err, ErrBreakerOpen) {
 		t.Fatalf("Post against a failing Slack: %v, want ErrBreakerOpen once %d attempts failed", err, failures)
 	}
-	if got := len(f.requests()); got != failures {
+	if got := len(s.Posts()); got != failures {
 		t.Fatalf("%d requests before the breaker opened, want %d", got, failures)
 	}
 	want := map[string]string{"info": "open", "warning": "open", "error": "closed"}
@@ -315,7 +323,7 @@ func TestBreaker(t *testing.T) {
 	if took := time.Since(start); took > 100*time.Millisecond {
 		t.Errorf("Post with the breaker open took %v; it should fail at once", took)
 	}
-	if got := len(f.requests()); got != failures {
+	if got := len(s.Posts()); got != failures {
 		t.Errorf("Slack was called with the breaker open: %d requests, want %d", got, failures)
 	}
 	if got := m.Get("alerts.breaker_open"); got != 2 {
@@ -326,7 +334,7 @@ func TestBreaker(t *testing.T) {
 	}
 
 	// Another URL's breaker is unaffected.
-	f.set(reply{code: 200})
+	s.SetDefault(slacktest.Reply{Status: 200})
 	if err := n.Post(context.Background(), Alert{Key: "e", Severity: Error, Title: "error"}); err != nil {
 		t.Fatalf("Post to the error webhook: %v", err)
 	}
@@ -342,7 +350,7 @@ func TestBreaker(t *testing.T) {
 	if got := n.Breakers()["info"]; got != "closed" {
 		t.Errorf("breaker after a success is %q, want closed", got)
 	}
-	if got := len(f.delivered()); got != 2 {
+	if got := len(s.Delivered()); got != 2 {
 		t.Errorf("%d delivered, want 2", got)
 	}
 }
@@ -360,12 +368,13 @@ func equal(a, b map[string]string) bool {
 }
 
 func TestRateLimitSpacing(t *testing.T) {
-	f := newFakeSlack(t)
-	cfg := testConfig(f)
-	cfg.MinInterval = 50 * time.Millisecond
+	s := newSlack(t)
+	cfg := testConfig(s)
+	cfg.MinInterval = 100 * time.Millisecond
 	n := NewNotifier(cfg, testLogger(t), &metrics.Registry{})
 	const posts = 5
 	var wg sync.WaitGroup
+	start := time.Now()
 	for i := range posts {
 		wg.Go(func() {
 			if err := n.Post(context.Background(), Alert{Key: string(rune('a' + i)), Severity: Error, Title: "x"}); err != nil {
@@ -380,22 +389,27 @@ func TestRateLimitSpacing(t *testing.T) {
 		}
 	})
 	wg.Wait()
-	var at []time.Time
-	for _, r := range f.requests() {
-		if r.path == "/error" {
-			at = append(at, r.at)
+	// The limiter lets the last of five posts start no sooner than four
+	// intervals after the first: a lower bound, which jitter in delivery
+	// cannot break (arrival gaps between two posts can shrink).
+	if took := time.Since(start); took < (posts-1)*cfg.MinInterval {
+		t.Fatalf("%d posts took %v, want ≥ %v", posts, took, (posts-1)*cfg.MinInterval)
+	}
+	var errorPosts []time.Time
+	var info time.Time
+	for _, p := range s.Posts() {
+		switch p.Path {
+		case "/error":
+			errorPosts = append(errorPosts, p.At)
+		case "/info":
+			info = p.At
 		}
 	}
-	if len(at) != posts {
-		t.Fatalf("%d posts to /error, want %d", len(at), posts)
+	if len(errorPosts) != posts {
+		t.Fatalf("%d posts to /error, want %d", len(errorPosts), posts)
 	}
-	slices.SortFunc(at, func(a, b time.Time) int { return a.Compare(b) })
-	// The limiter spaces when requests start; they arrive with a little
-	// jitter of their own, hence the 10ms tolerance (unlimited posts arrive
-	// within a millisecond or two of each other).
-	for i := 1; i < len(at); i++ {
-		if gap := at[i].Sub(at[i-1]); gap < cfg.MinInterval-10*time.Millisecond {
-			t.Errorf("posts %d and %d arrived %v apart, want ≥ %v", i-1, i, gap, cfg.MinInterval)
-		}
+	slices.SortFunc(errorPosts, func(a, b time.Time) int { return a.Compare(b) })
+	if !info.Before(errorPosts[len(errorPosts)-1]) {
+		t.Fatalf("the /info post waited behind /error's limiter")
 	}
 }

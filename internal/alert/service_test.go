@@ -12,13 +12,14 @@ import (
 	"github.com/phasegate/phasegate/internal/clock"
 	"github.com/phasegate/phasegate/internal/config"
 	"github.com/phasegate/phasegate/internal/metrics"
+	"github.com/phasegate/phasegate/internal/slacktest"
 	"github.com/phasegate/phasegate/internal/testenv"
 )
 
 type harness struct {
 	svc  *Service
 	fs   *firestore.Client
-	f    *fakeSlack
+	s    *slacktest.Server
 	clk  *clock.Fake
 	m    *metrics.Registry
 	cfg  config.Alerts
@@ -29,8 +30,8 @@ type harness struct {
 
 func newHarness(t *testing.T, edit ...func(*config.Alerts)) *harness {
 	t.Helper()
-	f := newFakeSlack(t)
-	cfg := testConfig(f)
+	s := newSlack(t)
+	cfg := testConfig(s)
 	cfg.SendBudget, cfg.MaxElapsed = 400*time.Millisecond, time.Second
 	for _, e := range edit {
 		e(&cfg)
@@ -43,7 +44,7 @@ func newHarness(t *testing.T, edit ...func(*config.Alerts)) *harness {
 	// A breaker that never opens, so that a test's deliberate failures do
 	// not lock Slack out for the tests' later steps.
 	n := NewNotifier(cfg, log, m, WithRetryBase(10*time.Millisecond), WithBreaker(1000, time.Minute))
-	return &harness{svc: NewService(fs, n, clk, cfg, log, m), fs: fs, f: f, clk: clk, m: m, cfg: cfg, t0: t0,
+	return &harness{svc: NewService(fs, n, clk, cfg, log, m), fs: fs, s: s, clk: clk, m: m, cfg: cfg, t0: t0,
 		ctx: context.Background(), test: t}
 }
 
@@ -75,21 +76,21 @@ func (h *harness) flush(want int) {
 
 func (h *harness) wantDelivered(texts ...string) {
 	h.test.Helper()
-	got := h.f.delivered()
+	got := h.s.Delivered()
 	if len(got) != len(texts) {
 		h.test.Fatalf("delivered %d messages %v, want %d %v", len(got), textsOf(got), len(texts), texts)
 	}
-	for i, r := range got {
-		if !strings.HasPrefix(r.text, texts[i]) {
-			h.test.Errorf("message %d is %q, want it to start with %q", i, r.text, texts[i])
+	for i, p := range got {
+		if !strings.HasPrefix(p.Text, texts[i]) {
+			h.test.Errorf("message %d is %q, want it to start with %q", i, p.Text, texts[i])
 		}
 	}
 }
 
-func textsOf(rs []request) []string {
+func textsOf(ps []slacktest.Post) []string {
 	var out []string
-	for _, r := range rs {
-		out = append(out, r.path+" "+r.text)
+	for _, p := range ps {
+		out = append(out, p.Path+" "+p.Text)
 	}
 	return out
 }
@@ -107,7 +108,7 @@ func TestRaiseTwiceSendsOnce(t *testing.T) {
 	h.clk.Advance(time.Minute)
 	h.svc.Raise(h.ctx, a)
 	h.wantDelivered("🚨 Alert k1")
-	if got := h.f.delivered()[0].path; got != "/error" {
+	if got := h.s.Delivered()[0].Path; got != "/error" {
 		t.Errorf("posted to %s, want /error", got)
 	}
 	d := h.doc("k1")
@@ -143,13 +144,13 @@ func TestConcurrentRaiseSendsOnce(t *testing.T) {
 
 func TestRaiseWhileSlackDownThenFlush(t *testing.T) {
 	h := newHarness(t)
-	h.f.set(reply{code: 500})
+	h.s.SetDefault(slacktest.Reply{Status: 500})
 	start := time.Now()
 	h.svc.Raise(h.ctx, alertFor("k3"))
 	if took := time.Since(start); took > h.cfg.SendBudget+time.Second {
 		t.Errorf("Raise took %v with Slack down, want about the send budget %v", took, h.cfg.SendBudget)
 	}
-	if len(h.f.requests()) == 0 {
+	if len(h.s.Posts()) == 0 {
 		t.Fatal("Raise did not try Slack")
 	}
 	h.wantDelivered()
@@ -159,7 +160,7 @@ func TestRaiseWhileSlackDownThenFlush(t *testing.T) {
 
 	// Within the raiser's lease the sweep leaves the alert alone, even with
 	// Slack back: the request might still be sending it.
-	h.f.set(reply{code: 200})
+	h.s.SetDefault(slacktest.Reply{Status: 200})
 	h.clk.Advance(h.cfg.SendBudget / 2)
 	h.flush(0)
 	h.wantDelivered()
@@ -181,14 +182,14 @@ func TestRaiseWhileSlackDownThenFlush(t *testing.T) {
 
 func TestFlushRetriesWhileSlackStaysDown(t *testing.T) {
 	h := newHarness(t, func(c *config.Alerts) { c.MaxElapsed = 200 * time.Millisecond })
-	h.f.set(reply{code: 500})
+	h.s.SetDefault(slacktest.Reply{Status: 500})
 	h.svc.Raise(h.ctx, alertFor("k4"))
 	h.pastLeases()
 	h.flush(0) // claimed, tried, failed: stays pending
 	if d := h.doc("k4"); d["state"] != StatePending || d["attempts"] != int64(1) {
 		t.Fatalf("after a failed Flush: state %v attempts %v, want pending, 1", d["state"], d["attempts"])
 	}
-	h.f.set(reply{code: 200})
+	h.s.SetDefault(slacktest.Reply{Status: 200})
 	h.flush(0) // its lease is still running
 	h.pastLeases()
 	h.flush(1)
@@ -197,12 +198,12 @@ func TestFlushRetriesWhileSlackStaysDown(t *testing.T) {
 
 func TestConcurrentFlushSendsEachOnce(t *testing.T) {
 	h := newHarness(t)
-	h.f.set(reply{code: 500})
+	h.s.SetDefault(slacktest.Reply{Status: 500})
 	keys := []string{"c1", "c2", "c3", "c4", "c5"}
 	for _, k := range keys {
 		h.svc.Raise(h.ctx, alertFor(k))
 	}
-	h.f.set(reply{code: 200, delay: 20 * time.Millisecond})
+	h.s.SetDefault(slacktest.Reply{Status: 200, Delay: 20 * time.Millisecond})
 	h.pastLeases()
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -223,8 +224,8 @@ func TestConcurrentFlushSendsEachOnce(t *testing.T) {
 		t.Errorf("the two Flushes sent %d, want %d", total, len(keys))
 	}
 	got := map[string]int{}
-	for _, r := range h.f.delivered() {
-		got[r.text[:strings.Index(r.text, " —")]]++
+	for _, p := range h.s.Delivered() {
+		got[p.Text[:strings.Index(p.Text, " —")]]++
 	}
 	for _, k := range keys {
 		if n := got["🚨 Alert "+k]; n != 1 {
@@ -240,7 +241,7 @@ func TestResolve(t *testing.T) {
 	h.clk.Advance(10 * time.Minute)
 	h.svc.Resolve(h.ctx, Alert{Key: "r1"})
 	h.wantDelivered("🚨 Alert r1", "✅ Resolved: Alert r1")
-	if got := h.f.delivered()[1].path; got != "/warning" {
+	if got := h.s.Delivered()[1].Path; got != "/warning" {
 		t.Errorf("resolved follow-up went to %s, want /warning", got)
 	}
 	d := h.doc("r1")
@@ -278,11 +279,11 @@ func TestResolveWithoutRaise(t *testing.T) {
 
 func TestResolveBeforeRaiseDelivered(t *testing.T) {
 	h := newHarness(t)
-	h.f.set(reply{code: 500})
+	h.s.SetDefault(slacktest.Reply{Status: 500})
 	h.svc.Raise(h.ctx, alertFor("r3"))
 	h.svc.Resolve(h.ctx, Alert{Key: "r3"})
 	h.wantDelivered()
-	h.f.set(reply{code: 200})
+	h.s.SetDefault(slacktest.Reply{Status: 200})
 	h.pastLeases()
 	h.flush(2) // the alert first, then its follow-up
 	h.wantDelivered("🚨 Alert r3", "✅ Resolved: Alert r3")
@@ -295,20 +296,20 @@ func TestResolveBeforeRaiseDelivered(t *testing.T) {
 
 func TestFlushGivesUp(t *testing.T) {
 	h := newHarness(t)
-	h.f.set(reply{code: 400})
+	h.s.SetDefault(slacktest.Reply{Status: 400})
 	h.svc.Raise(h.ctx, alertFor("g1"))
 	for range MaxFlushAttempts + 3 {
 		h.pastLeases()
 		h.flush(0)
 	}
-	if got := len(h.f.requests()); got != 1+MaxFlushAttempts {
+	if got := len(h.s.Posts()); got != 1+MaxFlushAttempts {
 		t.Errorf("%d requests, want %d (the raise plus %d sweeps)", got, 1+MaxFlushAttempts, MaxFlushAttempts)
 	}
 	if d := h.doc("g1"); d["state"] != StateFailed {
 		t.Errorf("state = %v, want failed", d["state"])
 	}
 	// Nobody saw the alert, so its resolution is not announced either.
-	h.f.set(reply{code: 200})
+	h.s.SetDefault(slacktest.Reply{Status: 200})
 	h.svc.Resolve(h.ctx, Alert{Key: "g1"})
 	h.pastLeases()
 	h.flush(0)
@@ -326,7 +327,7 @@ func TestLoggedOnlyStillOnce(t *testing.T) {
 	if d := h.doc("l1"); d["state"] != StateSent || d["resolve_state"] != StateSent {
 		t.Errorf("state %v resolve_state %v, want both sent", d["state"], d["resolve_state"])
 	}
-	if len(h.f.requests()) != 0 {
+	if len(h.s.Posts()) != 0 {
 		t.Error("Slack was called with no webhook configured")
 	}
 }

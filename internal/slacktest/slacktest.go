@@ -34,22 +34,32 @@ type Server struct {
 	*httptest.Server
 	mu     sync.Mutex
 	script []Reply
+	def    Reply // answered once the script runs out
 	posts  []Post
 	OnPost func(Post) // called for each accepted post, e.g. to print it
 }
 
 // New starts a server that answers 200 unless scripted otherwise.
 func New() *Server {
-	s := &Server{}
+	s := &Server{def: Reply{Status: http.StatusOK}}
 	s.Server = httptest.NewServer(http.HandlerFunc(s.serve))
 	return s
 }
 
-// Script queues answers for the next requests; after them, 200.
+// Script queues answers for the next requests; after them, the default
+// (200 unless SetDefault changed it).
 func (s *Server) Script(r ...Reply) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.script = append(s.script, r...)
+}
+
+// SetDefault sets the answer given once the script has run out, from the
+// next request on. r.Status must be a valid HTTP status.
+func (s *Server) SetDefault(r Reply) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.def = r
 }
 
 // URL returns a webhook URL on the server with path name.
@@ -58,7 +68,7 @@ func (s *Server) Hook(name string) string { return s.Server.URL + "/" + name }
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	b, _ := io.ReadAll(r.Body)
 	s.mu.Lock()
-	reply := Reply{Status: http.StatusOK}
+	reply := s.def
 	if len(s.script) > 0 {
 		reply, s.script = s.script[0], s.script[1:]
 	}
