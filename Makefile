@@ -30,3 +30,8 @@ bench-gate:
 ## serve: host every entry point on 127.0.0.1:8080 against fresh emulators
 serve:
 	$(WITH_EMULATORS) $(PHASEGATE) serve --addr 127.0.0.1:8080
+
+.PHONY: bench-batch
+## bench-batch: one 10,000-player batch from 100 senders, phasegate's design against the running system's and a bare-Create floor, on the emulators (BENCHFLAGS=-short for 2,000)
+bench-batch:
+	$(WITH_EMULATORS) $(GO) test -run '^$$' -bench BatchDesigns -benchtime 1x -timeout 20m $(BENCHFLAGS) ./internal/batch/

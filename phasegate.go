@@ -9,6 +9,7 @@ import (
 	_ "github.com/phasegate/phasegate/functions/phase2to3"
 	_ "github.com/phasegate/phasegate/functions/phase3to4"
 	_ "github.com/phasegate/phasegate/functions/phase4to5"
+	_ "github.com/phasegate/phasegate/functions/predictioncompletions"
 	_ "github.com/phasegate/phasegate/functions/status"
 	_ "github.com/phasegate/phasegate/functions/sweep"
 )

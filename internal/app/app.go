@@ -15,6 +15,7 @@ import (
 	"google.golang.org/api/option"
 
 	"github.com/phasegate/phasegate/internal/alert"
+	"github.com/phasegate/phasegate/internal/batch"
 	"github.com/phasegate/phasegate/internal/bus"
 	"github.com/phasegate/phasegate/internal/clock"
 	"github.com/phasegate/phasegate/internal/config"
@@ -51,6 +52,7 @@ type App struct {
 	Notifier *alert.Notifier
 	Alerts   *alert.Service
 	Gates    []*gate.Gate
+	Batches  *batch.Tracker
 	Sweeper  *sweep.Sweeper
 	Status   *status.Reader
 	Edge     *edge.Edge
@@ -113,13 +115,26 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*App, error) {
 		a.Gates = append(a.Gates, g)
 		a.handle(g.Phase().EntryPoint, a.Edge.Handler(g.Phase().EntryPoint, g.Handle))
 	}
+	a.Batches, err = batch.New(ctx, batch.Deps{Firestore: fs, Publisher: pub, Alerts: a.Alerts, Clock: o.Clock,
+		Log: o.Log, Metrics: o.Metrics, Config: cfg, Fault: o.Fault})
+	if err != nil {
+		return nil, errors.Join(err, fs.Close(), b.Close())
+	}
+	a.handle("PredictionCompletions", a.Edge.Handler("PredictionCompletions", a.Batches.Handle))
 	a.Sweeper = &sweep.Sweeper{FS: fs, Alerts: a.Alerts, Clock: o.Clock, Cfg: cfg.Sweep, Log: o.Log, Metrics: o.Metrics}
 	for _, g := range a.Gates {
 		a.Sweeper.Gates = append(a.Sweeper.Gates, g)
 	}
+	a.Sweeper.Batches = batch.ForSweep{T: a.Batches}
 	a.handle("Sweep", a.Edge.Handler("Sweep", a.Sweeper.Handle))
 	a.Status = &status.Reader{FS: fs, Phases: cfg.Phases}
-	a.handle("Status", a.Status.Handler(nil))
+	a.handle("Status", a.Status.Handler(func(ctx context.Context, id string) (any, bool, error) {
+		st, err := a.Batches.Status(ctx, id)
+		if errors.Is(err, batch.ErrNotFound) {
+			return nil, false, nil
+		}
+		return st, err == nil, err
+	}))
 	a.handle("Health", &status.Health{FS: fs, Breakers: a.Notifier.Breakers, Metrics: o.Metrics, Clock: o.Clock})
 	return a, nil
 }
@@ -145,5 +160,5 @@ func (a *App) Mux() *http.ServeMux {
 
 // Close releases the clients.
 func (a *App) Close() error {
-	return errors.Join(a.FS.Close(), a.Bus.Close())
+	return errors.Join(a.FS.Close(), a.Bus.Close(), a.Batches.Close())
 }

@@ -1,0 +1,106 @@
+// Package batch tracks prediction batches: it records worker completions
+// (PredictionCompletions) in prediction_batches/{batch_id}, counts the
+// distinct players that completed, and publishes the batch completion
+// exactly once when every expected player is in — or, from the sweep, when
+// the batch stalled or aged out.
+//
+// # Why not the running system's design
+//
+// The running coordinator appends each player to an array on the batch
+// document (ArrayUnion), bumps a counter there, and reads the document back.
+// Every completion writes the one document, so completions queue behind
+// each other (Firestore sustains about one write per second per document;
+// the emulator serialises them), the counter moves on redeliveries, and the
+// array approaches Firestore's limits on big days. BenchmarkBatchDesigns
+// measures it against this package's design and against the floor of one
+// bare Create per player.
+//
+// # Design
+//
+// One atomic commit per completion, nothing on the batch document. In the
+// subcollection modes a completion is a single Commit RPC (the low-level
+// apiv1 client, outside any transaction, so nothing is locked) holding two
+// writes: Create of completions/{player} with precondition exists=false,
+// and an Increment on one of Shards counter documents,
+// counter_shards/{hash(player) % Shards}. The completion document is the
+// idempotency key of (batch_id, player_lookup): a redelivery or re-publish
+// fails the Create with AlreadyExists and the commit applies nothing, so
+// the shards always sum to exactly the number of completion documents, and
+// only distinct players count. Player ids become document ids through
+// docid, so any name works and two names never collide; the document keeps
+// the raw value.
+//
+// A busy instance group-commits: completions of one shard that arrive while
+// that shard's commit is in flight go together in the next one (their
+// Creates and one Increment by their number — still all or nothing; a
+// group that meets a duplicate falls back to one commit each). A shard then
+// takes at most one write at a time per instance, and 10,000 completions
+// from 100 senders need about 2,000 commits: on the emulator this design
+// records completions faster than one bare Create per player does.
+//
+// Completion detection reads no document in the common case. The commit's
+// transform result is the shard's count after the increment. From the last
+// full read of the shards (one BatchGet), a Chernoff bound tells whether the
+// batch could possibly be done: had every remaining player completed since
+// that read, this shard would almost surely (1 − 1e-6) have grown by more
+// than it did. While that holds the read is skipped; near the end every
+// completion reads the shards (one BatchGet of Shards documents), and the
+// read that sees the sum reach expected_players runs the exact check.
+// On a 10,000-player batch about 97 % of completions skip the read. The
+// rare batch whose last completion skipped wrongly, or was lost, is
+// completed as success by the sweep's exact check.
+//
+// expected_players, game_date, correlation_id and start_time never change
+// after the coordinator creates a batch, so each instance reads the batch
+// document once and caches them, with is_complete once seen, so later
+// completions are acknowledged as late without any write.
+//
+// The exact count is |array ∪ subcollection| taken at one read time: the
+// batch document and every shard from one BatchGet (one read time T), and
+// array entries looked up in the subcollection as of T. Using the union is
+// what keeps every mode, and every change of mode in the middle of a batch,
+// exact: legacy writers add to the array, subcollection writers to the
+// subcollection, and a player in both counts once. Each instance's fast
+// path counts with its mode's counter (the shard sum, or array_writes for
+// the modes that count from the array) plus an offset taken from the last
+// exact count, which a new distinct player can only raise by one; an exact
+// check whose estimate was high simply re-bases the offset.
+//
+// Completion is claim → publish → confirm on the batch document, each write
+// conditional on the document's update time (as the phase gates do). The
+// claim stores the final counts, the snapshot time they were taken at
+// (counted_at) and the message itself, so a retry publishes the same bytes.
+// A failed publish releases the claim and returns a transient error (the
+// redelivery, a duplicate, re-judges the batch and publishes); a crashed
+// claimant's claim expires after the gate lease and the next redelivery or
+// the sweep finishes it. Concurrent attempts in one instance share one run.
+// These few writes — plus, in dual-write mode with subcollection reads, the
+// capped legacy array — are all the batch document takes.
+//
+// # Migration modes (CONTRACT §6)
+//
+//   - legacy: a Create of the worker completion's idempotency key in
+//     pubsub_deduplication and, in the same commit, ArrayUnion on
+//     completed_players with Increments of array_writes and
+//     total_predictions. The key makes both counters exact (it is written
+//     whatever ENABLE_IDEMPOTENCY_KEYS says, and records the player's
+//     predictions for the exact count). The batch document is hot, as it is
+//     for the running system.
+//   - dual writes, array reads: the subcollection commit also carries the
+//     ArrayUnion and array_writes Increment (uncapped; one warning alert when
+//     it passes the cap).
+//   - dual writes, subcollection reads (default): the subcollection commit;
+//     then the player joins the array if its shard's count is within the
+//     shard's quota (80 % of the cap spread over the shards), so the array
+//     can never pass the cap and nobody reads it to find out. Additions are
+//     group-committed: a handful of batch-document writes per batch. While
+//     expected_players fits in the cap, players over their shard's quota
+//     take the remaining 20 % with a conditional write, so small batches
+//     list everyone. One warning alert when a player is left out.
+//   - subcollection only: the subcollection commit alone.
+//
+// `phasegate batch migrate` copies legacy arrays into the subcollection
+// (each copy a Create with its shard increment, so it is idempotent and
+// resumable) and repairs shards that disagree with the documents;
+// `phasegate batch check` verifies the invariants.
+package batch

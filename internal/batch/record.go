@@ -1,0 +1,691 @@
+package batch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"sync"
+	"time"
+
+	"cloud.google.com/go/firestore"
+	pb "cloud.google.com/go/firestore/apiv1/firestorepb"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/phasegate/phasegate/internal/alert"
+	"github.com/phasegate/phasegate/internal/dedup"
+	"github.com/phasegate/phasegate/internal/docid"
+	"github.com/phasegate/phasegate/internal/errs"
+	"github.com/phasegate/phasegate/internal/logging"
+)
+
+// meta is one instance's view of one batch in one mode.
+type meta struct {
+	ready chan struct{}
+	err   error
+
+	// Set once, before ready closes; they never change for a batch.
+	batchID  string
+	mode     Mode
+	expected int64
+	gameDate string
+	corrID   string
+	// arrayCap is the share of the array cap this mode may fill: the cap
+	// less entries someone else (legacy mode, the running coordinator) had
+	// put there when the batch was first seen.
+	arrayCap int
+
+	mu sync.Mutex
+	// complete: the batch needs nothing more; later completions are late.
+	complete bool
+	// base is the exact count minus the mode's counter in the last
+	// snapshot. New distinct players raise the counter by one each, so
+	// counter+base never undercounts while the batch stays in this mode.
+	base int64
+	// shards and shardsTotal are the counters of the last full shard read,
+	// one consistent snapshot: the baseline of the read-skipping test.
+	shards      [Shards]int64
+	shardsTotal int64
+	haveShards  bool
+
+	arrayFull, capAlerted, passAlerted bool
+
+	arr    arrayWriter
+	queues [Shards]shardQueue
+}
+
+// arrayWriter group-commits additions to the capped array: while one
+// commit is in flight, the players that arrive wait and go together in the
+// next, so the batch document takes a handful of writes instead of one per
+// player.
+type arrayWriter struct {
+	mu   sync.Mutex
+	next *arrayGroup
+	busy bool
+}
+
+type arrayGroup struct {
+	players []string
+	shards  map[int]int64
+	done    chan struct{}
+	err     error
+}
+
+func (m *meta) isComplete() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.complete
+}
+
+func (m *meta) setComplete() {
+	m.mu.Lock()
+	m.complete = true
+	m.mu.Unlock()
+}
+
+// need returns the counter value at which the estimate reaches expected.
+func (m *meta) need() int64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.expected - m.base
+}
+
+// observe takes in an exact snapshot.
+func (m *meta) observe(tl *tally) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.base = tl.players - tl.counter(m.mode)
+	var vals [Shards]int64
+	var total int64
+	for k, s := range tl.shards {
+		vals[k] = s.count
+		total += s.count
+	}
+	m.setShardsLocked(vals, total)
+	if tl.st.done() {
+		m.complete = true
+	}
+}
+
+func (m *meta) setShards(vals [Shards]int64) int64 {
+	var total int64
+	for _, v := range vals {
+		total += v
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.setShardsLocked(vals, total)
+	return total
+}
+
+func (m *meta) setShardsLocked(vals [Shards]int64, total int64) {
+	if !m.haveShards || total >= m.shardsTotal {
+		m.shards, m.shardsTotal, m.haveShards = vals, total, true
+	}
+}
+
+// epsilon bounds the chance that skipping the shard read misses the
+// completing event of a batch (the sweep still completes it then).
+const epsilon = 1e-6
+
+// canSkip decides, from the commit's own transform result alone, that the
+// batch is clearly far from done, so that reading every shard is wasted.
+//
+// Since the last full read (total T, shard k at b), d = v−b completions
+// landed on shard k. Were the batch now done, at least R = need−T
+// completions would have landed since, each on shard k with probability
+// 1/Shards (players are hashed). Seeing as few as d of them has
+// probability at most exp(−R·KL(d/R ‖ 1/Shards)) (Chernoff); when that is
+// below epsilon the batch is not done and the read is skipped. d ≤ 0 means
+// the last read already included this completion: whoever made it judged
+// the batch with it.
+func (m *meta) canSkip(k int, v int64) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.haveShards {
+		return false
+	}
+	d := v - m.shards[k]
+	if d <= 0 {
+		return true
+	}
+	r := m.expected - m.base - m.shardsTotal
+	return r > 0 && lowerTail(r, 1.0/Shards, d) <= epsilon
+}
+
+// lowerTail bounds P(X ≤ d) for X ~ Binomial(n, p) from above.
+func lowerTail(n int64, p float64, d int64) float64 {
+	a := float64(d) / float64(n)
+	if a >= p {
+		return 1
+	}
+	kl := (1 - a) * math.Log((1-a)/(1-p))
+	if a > 0 {
+		kl += a * math.Log(a/p)
+	}
+	return math.Exp(-float64(n) * kl)
+}
+
+// meta returns the instance's view of batchID, reading the batch once per
+// instance (concurrent callers wait for the one read). A missing batch is
+// transient: the coordinator creates the batch before its workers finish.
+func (t *Tracker) meta(ctx context.Context, batchID string, mode Mode) (*meta, error) {
+	key := docid.Encode(batchID) + "\x00" + mode.String()
+	m, found := t.cache.get(key)
+	if found {
+		select {
+		case <-m.ready:
+		case <-ctx.Done():
+			return nil, errs.E(errs.Transient, "context", ctx.Err())
+		}
+		if m.err != nil {
+			return nil, m.err
+		}
+		return m, nil
+	}
+	tl, err := t.take(ctx, batchID, false)
+	if err != nil {
+		if errors.Is(err, errNoBatch) {
+			err = errs.E(errs.Transient, "batch_not_found", fmt.Errorf("prediction_batches/%s does not exist (yet)", docid.Encode(batchID)))
+		} else {
+			err = errs.E(errs.Transient, "firestore", fmt.Errorf("read batch: %w", err))
+		}
+		m.err = err
+		close(m.ready)
+		t.cache.drop(key, m)
+		return nil, err
+	}
+	st := tl.st
+	m.batchID, m.mode, m.expected = batchID, mode, st.expected
+	m.gameDate, m.corrID = st.gameDate, st.corrID
+	_, arrayDual := tl.shardSum()
+	foreign := max(0, int64(len(st.array))-arrayDual-st.arrayOverflow)
+	m.arrayCap = max(0, t.Config.Batch.ArrayCap-int(foreign))
+	m.observe(tl)
+	close(m.ready)
+	return m, nil
+}
+
+// Record records one worker completion and completes the batch when it is
+// the one that makes it whole.
+func (t *Tracker) Record(ctx context.Context, c *Completion, messageID string) (Outcome, error) {
+	mode := ModeFor(t.Config.Batch, c.BatchID)
+	out := Outcome{Mode: mode}
+	m, err := t.meta(ctx, c.BatchID, mode)
+	if err != nil {
+		return out, err
+	}
+	logging.Annotate(ctx, "correlation_id", m.corrID)
+	if m.isComplete() {
+		t.Metrics.Inc("batch.late_completion")
+		out.Recorded = RecordedLate
+		t.Log.InfoContext(ctx, "completion after the batch completed; not recorded", "player_lookup", clip(c.PlayerLookup))
+		return out, nil
+	}
+	now := t.Clock.Now()
+	var counter int64
+	var counted bool // counter is the mode's counter after this write
+	switch mode {
+	case ModeLegacy:
+		counter, err = t.writeLegacy(ctx, c, messageID, now)
+		counted = err == nil
+	default:
+		var k int
+		var v int64
+		k, v, counter, err = t.writeSub(ctx, m, c, now)
+		if err == nil {
+			counted, err = t.afterSubWrite(ctx, m, c, k, v, now, &counter)
+		}
+	}
+	switch {
+	case errors.Is(err, errDuplicate):
+		out.Recorded = RecordedDuplicate
+		t.Metrics.Inc("batch.duplicate")
+		o, err := t.afterDuplicate(ctx, m)
+		out.Completed, out.Status = o.Completed, o.Status
+		return out, err
+	case err != nil:
+		return out, err
+	}
+	out.Recorded = RecordedNew
+	t.Metrics.Inc("batch.recorded")
+	if mode == ModeDualArrayReads {
+		t.alertArrayPass(ctx, m, counter+m.baseValue())
+	}
+	if counted && counter >= m.need() {
+		o, err := t.complete(ctx, m, false)
+		out.Completed, out.Status = o.Completed, o.Status
+		return out, err
+	}
+	return out, nil
+}
+
+func (m *meta) baseValue() int64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.base
+}
+
+var errDuplicate = errors.New("completion already recorded")
+
+// writeLegacy adds the player to the array in one commit with the
+// completion's idempotency key: the key's Create fails for a player
+// already recorded, and then nothing else is written, so array_writes and
+// total_predictions move exactly once per distinct player. The key is
+// written whatever ENABLE_IDEMPOTENCY_KEYS says: in legacy mode it is what
+// makes the counters exact. It returns array_writes after the write.
+func (t *Tracker) writeLegacy(ctx context.Context, c *Completion, messageID string, now time.Time) (int64, error) {
+	keyRef := t.Firestore.Collection(dedup.Collection).Doc(keyID(c.BatchID, c.PlayerLookup))
+	ttl := t.Config.Idempotency.TTL
+	res, err := t.commit(ctx,
+		create(keyRef.Path, map[string]*pb.Value{
+			"message_id": pbString(messageID), "processed_at": pbTime(now), "expires_at": pbTime(now.Add(ttl)),
+			"kind": pbString(KeyKind), FieldBatchID: pbString(c.BatchID), FieldPlayer: pbString(c.PlayerLookup),
+			FieldPredCount: pbInt(c.PredictionsGenerated),
+		}),
+		update(t.batchRef(c.BatchID).Path, map[string]*pb.Value{
+			FieldUpdatedAt: pbTime(now), FieldLegacyKeyWrites: pbBool(true),
+		}, exists(true),
+			union(FieldArray, c.PlayerLookup), inc(FieldArrayWrites, 1), inc(FieldTotalPredictions, c.PredictionsGenerated)),
+	)
+	if err := classify(err); err != nil {
+		return 0, err
+	}
+	n, _ := transformInt(res, 1, 1)
+	return n, nil
+}
+
+// writeSub records the completion document — in subcollection modes it is
+// the idempotency key of (batch_id, player_lookup) itself, written in the
+// same commit as the counter — and bumps the player's counter shard. A
+// Create that fails means a duplicate and nothing is incremented, so the
+// shards always sum to the number of completion documents. In dual-write-
+// with-array-reads mode the same commit adds the player to the (uncapped)
+// array. It returns the shard, the player's position in it (the shard's
+// count just after this player) and the mode's counter after the write.
+//
+// Completions of one shard that arrive while that shard's commit is in
+// flight go together in the next commit: one Create each and a single
+// increment of the shard by their number, still all-or-nothing. Each shard
+// thus takes one write at a time from an instance however busy it is, and
+// a busy instance sends far fewer commits than completions. Should any
+// Create in a group find its document (a duplicate), the commit applies
+// nothing and every member commits alone instead.
+func (t *Tracker) writeSub(ctx context.Context, m *meta, c *Completion, now time.Time) (int, int64, int64, error) {
+	k := ShardOf(c.PlayerLookup)
+	q := &m.queues[k]
+	q.mu.Lock()
+	if q.cond == nil {
+		q.cond = sync.NewCond(&q.mu)
+	}
+	lead := q.next == nil || len(q.next.members) >= maxGroup
+	if lead {
+		q.next = &subGroup{done: make(chan struct{})}
+	}
+	g := q.next
+	i := len(g.members)
+	g.members = append(g.members, groupMember{c: c, at: now})
+	if !lead {
+		q.mu.Unlock()
+		<-g.done // the leader's commit is bounded by commitTimeout
+	} else {
+		for q.busy {
+			q.cond.Wait()
+		}
+		if q.next == g {
+			q.next = nil // later arrivals form the next group
+		}
+		q.busy = true
+		q.mu.Unlock()
+		t.commitGroup(ctx, m, k, g)
+		q.mu.Lock()
+		q.busy = false
+		q.cond.Broadcast()
+		q.mu.Unlock()
+		close(g.done)
+	}
+	r := g.results[i]
+	if r.alone {
+		return t.commitGroupOf(ctx, m, k, groupMember{c: c, at: now})
+	}
+	return k, r.pos, r.counter, r.err
+}
+
+// maxGroup bounds a group's commit well below Firestore's 500 writes.
+const maxGroup = 200
+
+const commitTimeout = 20 * time.Second
+
+// shardQueue groups one instance's completions of one shard.
+type shardQueue struct {
+	mu   sync.Mutex
+	cond *sync.Cond
+	next *subGroup // forming; nil when none
+	busy bool      // a group's commit is in flight
+}
+
+type groupMember struct {
+	c  *Completion
+	at time.Time
+}
+
+type memberResult struct {
+	pos, counter int64
+	err          error
+	alone        bool // commit alone: the group held a duplicate
+}
+
+type subGroup struct {
+	members []groupMember
+	results []memberResult
+	done    chan struct{}
+}
+
+// commitGroup commits g's members together and fills g.results.
+func (t *Tracker) commitGroup(ctx context.Context, m *meta, k int, g *subGroup) {
+	g.results = make([]memberResult, len(g.members))
+	// The same player twice in one group: the later copy is a duplicate.
+	seen := map[string]bool{}
+	var uniq []groupMember
+	var idx []int
+	for i, mb := range g.members {
+		if seen[mb.c.PlayerLookup] {
+			g.results[i].err = errDuplicate
+			continue
+		}
+		seen[mb.c.PlayerLookup] = true
+		uniq = append(uniq, mb)
+		idx = append(idx, i)
+	}
+	if len(uniq) == 1 {
+		_, pos, counter, err := t.commitGroupOf(ctx, m, k, uniq[0])
+		g.results[idx[0]] = memberResult{pos: pos, counter: counter, err: err}
+		return
+	}
+	_, last, counter, err := t.commitGroupOf(ctx, m, k, uniq...)
+	t.Metrics.Inc("batch.group_commits")
+	for j, i := range idx {
+		switch {
+		case errors.Is(err, errDuplicate):
+			g.results[i].alone = true
+		case err != nil:
+			g.results[i].err = err
+		default:
+			g.results[i] = memberResult{pos: last - int64(len(uniq)-1-j), counter: counter}
+		}
+	}
+}
+
+// commitGroupOf commits the given completions of shard k in one commit. It
+// returns the shard, its count after the commit and the mode's counter.
+func (t *Tracker) commitGroupOf(ctx context.Context, m *meta, k int, ms ...groupMember) (int, int64, int64, error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitTimeout)
+	defer cancel()
+	batchID := m.batchID
+	var writes []*pb.Write
+	var preds int64
+	players := make([]string, 0, len(ms))
+	for _, mb := range ms {
+		c := mb.c
+		writes = append(writes, create(t.completionRef(batchID, c.PlayerLookup).Path, map[string]*pb.Value{
+			FieldPlayer: pbString(c.PlayerLookup), FieldCompletedAt: pbTime(mb.at), FieldPredCount: pbInt(c.PredictionsGenerated),
+		}))
+		preds += c.PredictionsGenerated
+		players = append(players, c.PlayerLookup)
+	}
+	n := int64(len(ms))
+	tr := []*pb.DocumentTransform_FieldTransform{inc(shardCount, n), inc(shardPredictions, preds)}
+	if m.mode == ModeDualArrayReads {
+		tr = append(tr, inc(shardArray, n))
+		writes = append(writes, update(t.batchRef(batchID).Path, map[string]*pb.Value{FieldUpdatedAt: pbTime(ms[len(ms)-1].at)},
+			exists(true), union(FieldArray, players...), inc(FieldArrayWrites, n)))
+	}
+	writes = append(writes, update(t.shardRef(batchID, k).Path, map[string]*pb.Value{}, nil, tr...))
+	res, err := t.commit(ctx, writes...)
+	if err := classify(err); err != nil {
+		return k, 0, 0, err
+	}
+	v, _ := transformInt(res, len(writes)-1, 0)
+	counter := v
+	if m.mode == ModeDualArrayReads {
+		counter, _ = transformInt(res, len(writes)-2, 1)
+	}
+	return k, v, counter, nil
+}
+
+// afterSubWrite adds the player to the capped array in dual-write-with-
+// subcollection-reads mode, then works out the mode's counter for the
+// subcollection modes: skipped when clearly far from done, else one read
+// of every shard. It reports whether *counter holds the mode's counter.
+func (t *Tracker) afterSubWrite(ctx context.Context, m *meta, c *Completion, k int, v int64, now time.Time, counter *int64) (bool, error) {
+	if m.mode == ModeDualArrayReads {
+		return true, nil
+	}
+	if m.mode == ModeDualSubReads {
+		t.capArray(ctx, m, c, k, v, now)
+	}
+	if m.canSkip(k, v) {
+		t.Metrics.Inc("batch.shard_read_skipped")
+		return false, nil
+	}
+	total, err := t.readShards(ctx, m)
+	if err != nil {
+		// Recorded: the redelivery is a duplicate, which reads again.
+		return false, errs.E(errs.Transient, "firestore", err)
+	}
+	*counter = total
+	return true, nil
+}
+
+// readShards reads every shard of the batch in one call.
+func (t *Tracker) readShards(ctx context.Context, m *meta) (int64, error) {
+	refs := make([]*firestore.DocumentRef, Shards)
+	for k := range Shards {
+		refs[k] = t.shardRef(m.batchID, k)
+	}
+	snaps, err := t.Firestore.GetAll(ctx, refs)
+	if err != nil {
+		return 0, fmt.Errorf("read counter shards: %w", err)
+	}
+	var vals [Shards]int64
+	for k, s := range snaps {
+		if s.Exists() {
+			vals[k] = asInt(s.Data()[shardCount])
+		}
+	}
+	t.Metrics.Inc("batch.shard_reads")
+	return m.setShards(vals), nil
+}
+
+// afterDuplicate re-judges the batch on a duplicate: it is how the
+// redelivery of an event whose publish failed, or whose instance died,
+// finishes the completion.
+func (t *Tracker) afterDuplicate(ctx context.Context, m *meta) (Outcome, error) {
+	if m.isComplete() {
+		return Outcome{}, nil
+	}
+	var counter int64
+	switch m.mode {
+	case ModeLegacy, ModeDualArrayReads:
+		snap, err := t.batchRef(m.batchID).Get(ctx)
+		if err != nil {
+			return Outcome{}, errs.E(errs.Transient, "firestore", err)
+		}
+		st := decodeState(snap)
+		if st.done() {
+			m.setComplete()
+			return Outcome{}, nil
+		}
+		counter = st.arrayWrites
+	default:
+		var err error
+		if counter, err = t.readShards(ctx, m); err != nil {
+			return Outcome{}, errs.E(errs.Transient, "firestore", err)
+		}
+	}
+	if counter < m.need() {
+		return Outcome{}, nil
+	}
+	return t.complete(ctx, m, true)
+}
+
+// capArray keeps the legacy array for older readers without anyone reading
+// it: the player goes in when its shard's count (from this very commit) is
+// within the shard's quota, so the array can never pass the cap. A player
+// past its quota takes a reserve slot with a conditional write while the
+// batch is small enough for the array to list everyone. The array is a
+// courtesy: failures here are logged, never returned.
+func (t *Tracker) capArray(ctx context.Context, m *meta, c *Completion, k int, v int64, now time.Time) {
+	if v <= int64(quota(k, m.arrayCap)) {
+		if err := t.appendArray(ctx, m, c.PlayerLookup, k); err != nil {
+			t.Log.WarnContext(ctx, "adding the player to the capped array failed; the subcollection has it", "error", err.Error())
+		}
+		return
+	}
+	if m.expected <= int64(m.arrayCap) && t.addOverflow(ctx, m, c, k, now) {
+		return
+	}
+	m.mu.Lock()
+	first := !m.capAlerted
+	m.capAlerted = true
+	m.mu.Unlock()
+	if first {
+		t.Alerts.Raise(ctx, alert.Alert{
+			Key: "batch:" + m.batchID + ":array_cap", Severity: alert.Warning,
+			Title:    fmt.Sprintf("prediction batch %s: completed_players capped at %d", m.batchID, t.Config.Batch.ArrayCap),
+			GameDate: m.gameDate, Reason: "array_capped", Expected: int(m.expected),
+			Detail: "completions are counted from the completions subcollection; readers of the legacy array see at most the cap",
+		})
+	}
+}
+
+// addOverflow puts a player past its shard's quota into the array's
+// reserve, conditionally on the batch document being unchanged, so the
+// reserve is never overdrawn. It reports whether the player is in.
+func (t *Tracker) addOverflow(ctx context.Context, m *meta, c *Completion, k int, now time.Time) bool {
+	ref := t.batchRef(c.BatchID)
+	for range 4 {
+		m.mu.Lock()
+		full := m.arrayFull
+		m.mu.Unlock()
+		if full {
+			return false
+		}
+		snap, err := ref.Get(ctx)
+		if err != nil {
+			return false
+		}
+		st := decodeState(snap)
+		if slices.Contains(st.array, c.PlayerLookup) {
+			return true
+		}
+		if st.arrayOverflow >= int64(reserve(m.arrayCap)) {
+			m.mu.Lock()
+			m.arrayFull = true
+			m.mu.Unlock()
+			return false
+		}
+		_, err = t.commit(ctx,
+			update(ref.Path, map[string]*pb.Value{FieldUpdatedAt: pbTime(now)}, updatedAt(snap.UpdateTime),
+				union(FieldArray, c.PlayerLookup), inc(FieldArrayOverflow, 1)),
+			update(t.shardRef(c.BatchID, k).Path, map[string]*pb.Value{}, nil, inc(shardArray, 1)))
+		if err == nil {
+			return true
+		}
+		if c := status.Code(err); c != codes.FailedPrecondition && c != codes.Aborted {
+			return false
+		}
+	}
+	return false
+}
+
+// alertArrayPass warns once when an uncapped array (dual writes counted
+// from the array) grows past the cap.
+func (t *Tracker) alertArrayPass(ctx context.Context, m *meta, est int64) {
+	if est <= int64(t.Config.Batch.ArrayCap) {
+		return
+	}
+	m.mu.Lock()
+	first := !m.passAlerted
+	m.passAlerted = true
+	m.mu.Unlock()
+	if first {
+		t.Alerts.Raise(ctx, alert.Alert{
+			Key: "batch:" + m.batchID + ":array_past_cap", Severity: alert.Warning,
+			Title:    fmt.Sprintf("prediction batch %s: completed_players passed %d entries", m.batchID, t.Config.Batch.ArrayCap),
+			GameDate: m.gameDate, Reason: "array_past_cap", Completed: int(est), Expected: int(m.expected),
+			Detail: "reads still come from the array (USE_SUBCOLLECTION_READS=false); switch reads to the subcollection before it reaches Firestore's limits",
+		})
+	}
+}
+
+// classify maps a commit's failure: a Create that found its document means
+// a duplicate; a batch document that vanished or anything else the store
+// reports is transient.
+func classify(err error) error {
+	if err == nil {
+		return nil
+	}
+	switch status.Code(err) {
+	case codes.AlreadyExists:
+		return errDuplicate
+	case codes.NotFound:
+		return errs.E(errs.Transient, "batch_not_found", err)
+	}
+	return errs.E(errs.Transient, "firestore", err)
+}
+
+// appendArray adds player (of shard k) to the capped array and waits until
+// that is committed. The caller whose arrival finds no commit in flight
+// writes every group that forms meanwhile, then returns.
+func (t *Tracker) appendArray(ctx context.Context, m *meta, player string, k int) error {
+	w := &m.arr
+	w.mu.Lock()
+	if w.next == nil {
+		w.next = &arrayGroup{shards: map[int]int64{}, done: make(chan struct{})}
+	}
+	mine := w.next
+	mine.players = append(mine.players, player)
+	mine.shards[k]++
+	if w.busy {
+		w.mu.Unlock()
+		select {
+		case <-mine.done:
+			return mine.err
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	w.busy = true
+	for {
+		g := w.next
+		w.next = nil
+		if g == nil {
+			w.busy = false
+			w.mu.Unlock()
+			return mine.err
+		}
+		w.mu.Unlock()
+		g.err = t.commitArray(ctx, m.batchID, g)
+		close(g.done)
+		w.mu.Lock()
+	}
+}
+
+// commitArray writes one group: the players into the array and their
+// count into each shard's array_count, atomically, so array_count never
+// counts a player the array lacks.
+func (t *Tracker) commitArray(ctx context.Context, batchID string, g *arrayGroup) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 20*time.Second)
+	defer cancel()
+	t.Metrics.Inc("batch.array_commits")
+	writes := []*pb.Write{update(t.batchRef(batchID).Path, map[string]*pb.Value{FieldUpdatedAt: pbTime(t.Clock.Now())},
+		exists(true), union(FieldArray, g.players...))}
+	for k, n := range g.shards {
+		writes = append(writes, update(t.shardRef(batchID, k).Path, map[string]*pb.Value{}, nil, inc(shardArray, n)))
+	}
+	_, err := t.commit(ctx, writes...)
+	return err
+}

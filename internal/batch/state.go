@@ -1,0 +1,421 @@
+package batch
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"time"
+
+	"cloud.google.com/go/firestore"
+	pb "cloud.google.com/go/firestore/apiv1/firestorepb"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/phasegate/phasegate/internal/dedup"
+)
+
+// Fields of a batch document. The first group is the running coordinator's
+// (CONTRACT §4); the second is phasegate's, additive.
+const (
+	FieldBatchID          = "batch_id"
+	FieldGameDate         = "game_date"
+	FieldExpected         = "expected_players"
+	FieldComplete         = "is_complete"
+	FieldCompletionTime   = "completion_time"
+	FieldStartTime        = "start_time"
+	FieldUpdatedAt        = "updated_at"
+	FieldCorrelationID    = "correlation_id"
+	FieldTotalPredictions = "total_predictions"
+	FieldStallCompleted   = "stall_completed"
+	FieldStallReason      = "stall_reason"
+	FieldArray            = "completed_players"
+	FieldCompletedCount   = "completed_count"
+
+	// array_writes counts players phasegate added to the array behind a
+	// dedupe (legacy and dual-with-array-reads modes): it is those modes'
+	// counter, read back from the commit's transform result.
+	FieldArrayWrites = "array_writes"
+	// array_overflow counts players that took a reserve slot of the capped
+	// array (see quota).
+	FieldArrayOverflow = "array_overflow"
+	// legacy_key_writes marks a batch that legacy-mode completions wrote to:
+	// their predictions are in idempotency keys, which the exact count reads.
+	FieldLegacyKeyWrites = "legacy_key_writes"
+
+	FieldState       = "completion_state" // claimed | released | published
+	FieldToken       = "completion_claim_token"
+	FieldExpires     = "completion_claim_expires_at"
+	FieldClaimedBy   = "completion_claimed_by"
+	FieldPayload     = "completion_payload" // the exact message, so a re-publish is byte-identical
+	FieldStatus      = "completion_status"  // success | partial
+	FieldReason      = "completion_reason"  // all_players | stalled | max_age
+	FieldMessageIDs  = "completion_message_ids"
+	FieldCountedAt   = "counted_at"        // the snapshot the final count was taken at
+	FieldCountedLen  = "counted_array_len" // the array's length in that snapshot
+	FieldCompletedBy = "completed_by"      // "phasegate"
+)
+
+// Completion document fields.
+const (
+	FieldPlayer      = "player_lookup"
+	FieldCompletedAt = "completed_at"
+	FieldPredCount   = "predictions_count"
+)
+
+// Shard document fields.
+const (
+	shardCount       = "count"
+	shardPredictions = "predictions"
+	shardArray       = "array_count" // completions also added to the array by a dual write
+)
+
+const (
+	stateClaimed   = "claimed"
+	stateReleased  = "released"
+	statePublished = "published"
+)
+
+// state is a batch document decoded.
+type state struct {
+	exists     bool
+	updateTime time.Time
+	readTime   time.Time
+
+	batchID, gameDate, corrID string
+	expected                  int64
+	complete                  bool
+	start, updated            time.Time
+	completionTime            time.Time
+	array                     []string
+	arrayWrites               int64
+	arrayOverflow             int64
+	legacyKeys                bool
+	totalPredictions          int64
+	completedCount            int64
+	stallCompleted            bool
+	stallReason               string
+
+	cstate, token, claimedBy string
+	payload, status, reason  string
+	expires                  time.Time
+	msgIDs                   []string
+	countedAt                time.Time
+	countedLen               int64
+	completedBy              string
+}
+
+func decodeState(snap *firestore.DocumentSnapshot) *state {
+	if snap == nil || !snap.Exists() {
+		return &state{}
+	}
+	d := snap.Data()
+	st := &state{exists: true, updateTime: snap.UpdateTime, readTime: snap.ReadTime}
+	st.batchID, _ = d[FieldBatchID].(string)
+	st.gameDate, _ = d[FieldGameDate].(string)
+	st.corrID, _ = d[FieldCorrelationID].(string)
+	st.expected = asInt(d[FieldExpected])
+	st.complete, _ = d[FieldComplete].(bool)
+	st.start, _ = d[FieldStartTime].(time.Time)
+	st.updated, _ = d[FieldUpdatedAt].(time.Time)
+	st.completionTime, _ = d[FieldCompletionTime].(time.Time)
+	st.array = stringList(d[FieldArray])
+	st.arrayWrites = asInt(d[FieldArrayWrites])
+	st.arrayOverflow = asInt(d[FieldArrayOverflow])
+	st.legacyKeys, _ = d[FieldLegacyKeyWrites].(bool)
+	st.totalPredictions = asInt(d[FieldTotalPredictions])
+	st.completedCount = asInt(d[FieldCompletedCount])
+	st.stallCompleted, _ = d[FieldStallCompleted].(bool)
+	st.stallReason, _ = d[FieldStallReason].(string)
+	st.cstate, _ = d[FieldState].(string)
+	st.token, _ = d[FieldToken].(string)
+	st.claimedBy, _ = d[FieldClaimedBy].(string)
+	st.payload, _ = d[FieldPayload].(string)
+	st.status, _ = d[FieldStatus].(string)
+	st.reason, _ = d[FieldReason].(string)
+	st.expires, _ = d[FieldExpires].(time.Time)
+	st.msgIDs = stringList(d[FieldMessageIDs])
+	st.countedAt, _ = d[FieldCountedAt].(time.Time)
+	st.countedLen = asInt(d[FieldCountedLen])
+	st.completedBy, _ = d[FieldCompletedBy].(string)
+	return st
+}
+
+// asInt reads a count however it was written: the running coordinator's
+// Python client writes ints, a JSON import may have left floats.
+func asInt(v any) int64 {
+	switch n := v.(type) {
+	case int64:
+		return n
+	case float64:
+		return int64(n)
+	case int:
+		return int64(n)
+	}
+	return 0
+}
+
+func stringList(v any) []string {
+	list, _ := v.([]any)
+	out := make([]string, 0, len(list))
+	for _, e := range list {
+		if s, ok := e.(string); ok {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// liveClaim reports whether an attempt is publishing right now.
+func (st *state) liveClaim(now time.Time) bool {
+	return st.cstate == stateClaimed && now.Before(st.expires)
+}
+
+// resumable reports whether a completion was claimed but not confirmed and
+// may be taken over: its publish failed (released) or its claimant vanished.
+func (st *state) resumable(now time.Time) bool {
+	return st.payload != "" && (st.cstate == stateReleased || (st.cstate == stateClaimed && !now.Before(st.expires)))
+}
+
+// done reports whether the batch needs nothing more from phasegate.
+func (st *state) done() bool {
+	return st.cstate == statePublished || (st.complete && st.cstate == "")
+}
+
+type shard struct{ count, predictions, array int64 }
+
+// tally is one consistent snapshot of a batch: its document, its shards and
+// the exact count over distinct players.
+type tally struct {
+	batchID string
+	st      *state
+	shards  [Shards]shard
+
+	subCount       int64    // completion documents
+	subPredictions int64    // their predictions_count, summed
+	arrayOnly      []string // array entries with no completion document
+	keyPredictions int64    // predictions in legacy idempotency keys of arrayOnly players
+	keyTotal       int64    // predictions in every legacy idempotency key of the batch
+
+	players          int64 // distinct players: |array ∪ subcollection|
+	totalPredictions int64
+	progress         time.Time // newest completion
+	countedAt        time.Time // the snapshot's read time
+}
+
+func (tl *tally) shardSum() (count, array int64) {
+	for _, s := range tl.shards {
+		count += s.count
+		array += s.array
+	}
+	return count, array
+}
+
+// counter returns the value the mode's fast path counts with.
+func (tl *tally) counter(m Mode) int64 {
+	if m == ModeLegacy || m == ModeDualArrayReads {
+		return tl.st.arrayWrites
+	}
+	c, _ := tl.shardSum()
+	return c
+}
+
+// take reads a batch as of one instant and counts distinct players
+// exactly: completion documents, plus array entries that have none (the
+// legacy array, which older writers and legacy mode fill). Two distinct
+// values never share a document id, so membership is a document lookup.
+//
+// The batch document and every counter shard come from one BatchGet, which
+// reads them all at one read time T; the shards sum to the completion
+// documents at T because every writer creates a completion document and
+// increments its shard in the same commit (Check verifies it, Migrate
+// repairs it). Array membership is looked up at T too. Nothing here runs
+// in a transaction: read-only transactions take locks in the emulator and
+// would stall the very writers being counted.
+//
+// Predictions are summed the same way: the shards' sums, plus for
+// array-only players those their legacy idempotency keys recorded, plus
+// whatever the batch's total_predictions holds beyond every legacy key (the
+// running coordinator's own sum, which has no per-player record).
+//
+// withProgress also finds the newest completion, which only the sweep's
+// stall rule needs.
+func (t *Tracker) take(ctx context.Context, batchID string, withProgress bool) (*tally, error) {
+	ref := t.batchRef(batchID)
+	tl := &tally{batchID: batchID}
+	refs := make([]*firestore.DocumentRef, 0, Shards+1)
+	refs = append(refs, ref)
+	for k := range Shards {
+		refs = append(refs, t.shardRef(batchID, k))
+	}
+	snaps, err := t.Firestore.GetAll(ctx, refs)
+	if err != nil {
+		return nil, fmt.Errorf("read batch: %w", err)
+	}
+	tl.st = decodeState(snaps[0])
+	if !tl.st.exists {
+		return nil, errNoBatch
+	}
+	tl.countedAt = snaps[0].ReadTime
+	for k, s := range snaps[1:] {
+		if !s.ReadTime.Equal(tl.countedAt) {
+			return nil, fmt.Errorf("read batch: documents read at %v and %v", tl.countedAt, s.ReadTime)
+		}
+		if s.Exists() {
+			d := s.Data()
+			tl.shards[k] = shard{asInt(d[shardCount]), asInt(d[shardPredictions]), asInt(d[shardArray])}
+		}
+	}
+	var sumPredictions int64
+	for _, s := range tl.shards {
+		tl.subCount += s.count
+		sumPredictions += s.predictions
+	}
+	// Every array entry a dual write made has a completion document; when
+	// the array holds exactly those, no lookup is needed, and without any
+	// completion document every entry is array-only.
+	_, arrayDual := tl.shardSum()
+	switch {
+	case len(tl.st.array) == 0 || int64(len(tl.st.array)) == arrayDual:
+	case tl.subCount == 0:
+		tl.arrayOnly = distinct(tl.st.array)
+	default:
+		if tl.arrayOnly, err = t.missing(ctx, batchID, tl.st.array, tl.countedAt); err != nil {
+			return nil, err
+		}
+	}
+	needKeyTime := false
+	if len(tl.arrayOnly) > 0 || tl.st.legacyKeys {
+		keys, err := t.legacyKeys(ctx, batchID, tl.countedAt)
+		if err != nil {
+			return nil, err
+		}
+		for _, k := range keys {
+			tl.keyTotal += k.predictions
+		}
+		for _, p := range tl.arrayOnly {
+			k, ok := keys[p]
+			if !ok {
+				needKeyTime = true // written by the running coordinator
+				continue
+			}
+			tl.keyPredictions += k.predictions
+			if k.at.After(tl.progress) {
+				tl.progress = k.at
+			}
+		}
+	}
+	if withProgress {
+		newest, err := ref.Collection(CompletionsSub).OrderBy(FieldCompletedAt, firestore.Desc).Limit(1).Documents(ctx).GetAll()
+		if err != nil {
+			return nil, fmt.Errorf("newest completion: %w", err)
+		}
+		if len(newest) == 1 {
+			if at, _ := newest[0].Data()[FieldCompletedAt].(time.Time); at.After(tl.progress) {
+				tl.progress = at
+			}
+		}
+		if needKeyTime && tl.st.updated.After(tl.progress) {
+			tl.progress = tl.st.updated
+		}
+	}
+	tl.players = tl.subCount + int64(len(tl.arrayOnly))
+	tl.subPredictions = sumPredictions
+	tl.totalPredictions = sumPredictions + tl.keyPredictions + max(0, tl.st.totalPredictions-tl.keyTotal)
+	return tl, nil
+}
+
+func distinct(list []string) []string {
+	seen := make(map[string]bool, len(list))
+	out := make([]string, 0, len(list))
+	for _, p := range list {
+		if !seen[p] {
+			seen[p] = true
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// missing returns the distinct players that had no completion document at
+// readTime.
+func (t *Tracker) missing(ctx context.Context, batchID string, players []string, readTime time.Time) ([]string, error) {
+	ps := distinct(players)
+	byName := make(map[string]string, len(ps))
+	names := make([]string, len(ps))
+	for i, p := range ps {
+		names[i] = t.completionRef(batchID, p).Path
+		byName[names[i]] = p
+	}
+	db := t.database()
+	ctx = metadata.AppendToOutgoingContext(ctx, "google-cloud-resource-prefix", db)
+	var out []string
+	for i := 0; i < len(names); i += 500 {
+		stream, err := t.raw.BatchGetDocuments(ctx, &pb.BatchGetDocumentsRequest{
+			Database: db, Documents: names[i:min(i+500, len(names))],
+			ConsistencySelector: &pb.BatchGetDocumentsRequest_ReadTime{ReadTime: timestamppb.New(readTime)},
+			Mask:                &pb.DocumentMask{FieldPaths: []string{FieldPlayer}},
+		})
+		if err != nil {
+			return nil, fmt.Errorf("look up array entries: %w", err)
+		}
+		for {
+			res, err := stream.Recv()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				return nil, fmt.Errorf("look up array entries: %w", err)
+			}
+			if name := res.GetMissing(); name != "" {
+				out = append(out, byName[name])
+			}
+		}
+	}
+	return out, nil
+}
+
+type keyRec struct {
+	predictions int64
+	at          time.Time
+}
+
+// legacyKeys returns the batch's legacy-mode idempotency keys by player,
+// as of readTime (a key is created in the same commit as its array entry).
+func (t *Tracker) legacyKeys(ctx context.Context, batchID string, readTime time.Time) (map[string]keyRec, error) {
+	snaps, err := t.Firestore.Collection(dedup.Collection).Where(FieldBatchID, "==", batchID).Documents(ctx).GetAll()
+	if err != nil {
+		return nil, fmt.Errorf("read legacy keys: %w", err)
+	}
+	out := make(map[string]keyRec, len(snaps))
+	for _, s := range snaps {
+		d := s.Data()
+		if kind, _ := d["kind"].(string); kind != KeyKind || s.CreateTime.After(readTime) {
+			continue
+		}
+		p, _ := d[FieldPlayer].(string)
+		at, _ := d["processed_at"].(time.Time)
+		out[p] = keyRec{predictions: asInt(d[FieldPredCount]), at: at}
+	}
+	return out, nil
+}
+
+// keyID is the idempotency key of a worker completion: (batch_id,
+// player_lookup), whatever message carried it.
+func keyID(batchID, player string) string { return dedup.ID(KeyKind, batchID, player) }
+
+func aggInt(v any) int64 {
+	switch x := v.(type) {
+	case *pb.Value:
+		switch y := x.GetValueType().(type) {
+		case *pb.Value_IntegerValue:
+			return y.IntegerValue
+		case *pb.Value_DoubleValue:
+			return int64(y.DoubleValue)
+		}
+	case int64:
+		return x
+	case float64:
+		return int64(x)
+	}
+	return 0
+}

@@ -1,0 +1,305 @@
+package batch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"os"
+	"strconv"
+	"sync"
+
+	"cloud.google.com/go/firestore"
+	vkit "cloud.google.com/go/firestore/apiv1"
+	"golang.org/x/sync/singleflight"
+	"google.golang.org/api/option"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/phasegate/phasegate/internal/alert"
+	"github.com/phasegate/phasegate/internal/clock"
+	"github.com/phasegate/phasegate/internal/config"
+	"github.com/phasegate/phasegate/internal/docid"
+	"github.com/phasegate/phasegate/internal/envelope"
+	"github.com/phasegate/phasegate/internal/errs"
+	"github.com/phasegate/phasegate/internal/logging"
+	"github.com/phasegate/phasegate/internal/metrics"
+)
+
+// Firestore names (CONTRACT §4). Shards is part of the layout: a batch's
+// players are spread over exactly this many counter documents, so changing
+// it needs `phasegate batch migrate` for open batches.
+const (
+	Collection     = "prediction_batches"
+	CompletionsSub = "completions"
+	ShardsSub      = "counter_shards"
+	Shards         = 16
+	// KeyKind names worker-completion idempotency keys in pubsub_deduplication.
+	KeyKind = "worker_completion"
+)
+
+// Publisher sends a message to a topic and returns its id.
+type Publisher interface {
+	Publish(ctx context.Context, topic string, data []byte, attrs map[string]string) (string, error)
+}
+
+// Alerter raises and resolves Slack alerts, at most once per key; it never
+// fails the caller.
+type Alerter interface {
+	Raise(ctx context.Context, a alert.Alert)
+	Resolve(ctx context.Context, a alert.Alert)
+}
+
+// Deps are what a Tracker needs from outside.
+type Deps struct {
+	Firestore *firestore.Client
+	Publisher Publisher
+	Alerts    Alerter
+	Clock     clock.Clock
+	Log       *slog.Logger
+	Metrics   *metrics.Registry
+	// Config is read on every call: Batch (flags, cap, stall rules), Gate
+	// (lease, attempts, publish timeout), Topics.BatchComplete, Idempotency.
+	Config *config.Config
+	// Fault, when set, is consulted at each step of the completion protocol;
+	// an error stops the attempt there as a crash would. Tests use it.
+	Fault func(step string) error
+	// RawOptions are passed to the low-level client after the Tracker's own
+	// (a benchmark counts writes with an interceptor).
+	RawOptions []option.ClientOption
+}
+
+// Steps at which Deps.Fault is consulted.
+const (
+	StepAfterClaim   = "batch_after_claim"   // the completion is claimed, not published
+	StepAfterPublish = "batch_after_publish" // published, not confirmed
+)
+
+// Tracker records worker completions and completes prediction batches.
+type Tracker struct {
+	Deps
+	raw    *vkit.Client
+	conn   *grpc.ClientConn // ours to close when talking to the emulator
+	cache  *cache
+	flight singleflight.Group
+}
+
+// New returns a Tracker. It opens a low-level Firestore client for the
+// single-RPC commits whose transform results the fast path reads.
+func New(ctx context.Context, d Deps) (*Tracker, error) {
+	if d.Clock == nil {
+		d.Clock = clock.Real{}
+	}
+	if d.Metrics == nil {
+		d.Metrics = &metrics.Registry{}
+	}
+	if d.Log == nil {
+		d.Log = slog.New(slog.DiscardHandler)
+	}
+	t := &Tracker{Deps: d, cache: newCache(4096)}
+	var opts []option.ClientOption
+	if addr := os.Getenv("FIRESTORE_EMULATOR_HOST"); addr != "" {
+		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithPerRPCCredentials(emulatorOwner{}))
+		if err != nil {
+			return nil, fmt.Errorf("batch: dial firestore emulator: %w", err)
+		}
+		t.conn = conn
+		opts = append(opts, option.WithGRPCConn(conn))
+	}
+	raw, err := vkit.NewClient(ctx, append(opts, d.RawOptions...)...)
+	if err != nil {
+		if t.conn != nil {
+			_ = t.conn.Close()
+		}
+		return nil, fmt.Errorf("batch: firestore client: %w", err)
+	}
+	t.raw = raw
+	return t, nil
+}
+
+// Close releases the low-level client.
+func (t *Tracker) Close() error {
+	if t == nil || t.raw == nil {
+		return nil
+	}
+	err := t.raw.Close()
+	if t.conn != nil {
+		_ = t.conn.Close() // may already be closed by raw.Close
+	}
+	return err
+}
+
+// emulatorOwner authenticates as the emulator's admin, as the high-level
+// client does.
+type emulatorOwner struct{}
+
+func (emulatorOwner) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer owner"}, nil
+}
+func (emulatorOwner) RequireTransportSecurity() bool { return false }
+
+// Mode is where a batch's completions are written and counted from
+// (CONTRACT §6). A batch id's flag bucket decides it.
+type Mode int
+
+const (
+	ModeLegacy         Mode = iota // array only, counted from the array
+	ModeDualArrayReads             // array (uncapped) and subcollection, counted from the array
+	ModeDualSubReads               // subcollection and an array capped for older readers, counted from the subcollection
+	ModeSubOnly                    // subcollection only
+)
+
+func (m Mode) String() string {
+	switch m {
+	case ModeDualArrayReads:
+		return "dual_write_array_reads"
+	case ModeDualSubReads:
+		return "dual_write_subcollection_reads"
+	case ModeSubOnly:
+		return "subcollection_only"
+	}
+	return "legacy"
+}
+
+// writesSub reports whether completions go to the subcollection.
+func (m Mode) writesSub() bool { return m != ModeLegacy }
+
+// ModeFor returns the mode of batchID under cfg. The combination config
+// validation refuses (subcollection writes without dual writes or
+// subcollection reads) cannot occur for any bucket; it would count as
+// subcollection-only.
+func ModeFor(cfg config.Batch, batchID string) Mode {
+	switch {
+	case !cfg.EnableSubcollection.Enabled(batchID):
+		return ModeLegacy
+	case cfg.DualWrite.Enabled(batchID) && !cfg.UseSubcollectionReads.Enabled(batchID):
+		return ModeDualArrayReads
+	case cfg.DualWrite.Enabled(batchID):
+		return ModeDualSubReads
+	}
+	return ModeSubOnly
+}
+
+// ShardOf returns the counter shard of a player.
+func ShardOf(player string) int {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(player))
+	return int(h.Sum64() % Shards)
+}
+
+// quota is how many of shard k's players the capped array takes in
+// dual-write-with-subcollection-reads mode: 80 % of the cap spread over the
+// shards, so that the array stays within the cap without anyone reading it;
+// the remaining 20 % is a reserve that completions over their shard's quota
+// claim with a conditional write (see addOverflow).
+func quota(k, arrayCap int) int {
+	q := arrayCap * 4 / 5
+	n := q / Shards
+	if k < q%Shards {
+		n++
+	}
+	return n
+}
+
+func reserve(arrayCap int) int { return arrayCap - arrayCap*4/5 }
+
+func (t *Tracker) batchRef(batchID string) *firestore.DocumentRef {
+	return t.Firestore.Collection(Collection).Doc(docid.Encode(batchID))
+}
+
+func (t *Tracker) shardRef(batchID string, k int) *firestore.DocumentRef {
+	return t.batchRef(batchID).Collection(ShardsSub).Doc(strconv.Itoa(k))
+}
+
+func (t *Tracker) completionRef(batchID, player string) *firestore.DocumentRef {
+	return t.batchRef(batchID).Collection(CompletionsSub).Doc(docid.Encode(player))
+}
+
+func (t *Tracker) fault(step string) error {
+	if t.Fault == nil {
+		return nil
+	}
+	if err := t.Fault(step); err != nil {
+		return errs.E(errs.Transient, "fault_"+step, err)
+	}
+	return nil
+}
+
+// Handle is the PredictionCompletions entry point.
+func (t *Tracker) Handle(ctx context.Context, m envelope.Message) error {
+	c, err := ParseCompletion(m.Data)
+	if err != nil {
+		return err
+	}
+	logging.Annotate(ctx, "batch_id", c.BatchID, "game_date", c.GameDate)
+	out, err := t.Record(ctx, c, m.ID)
+	if err != nil {
+		return err
+	}
+	t.Log.InfoContext(ctx, "worker completion handled", "player_lookup", clip(c.PlayerLookup),
+		"outcome", out.Recorded, "mode", out.Mode.String(), "batch_completed", out.Completed)
+	if out.Recorded == RecordedDuplicate {
+		return errs.E(errs.Duplicate, "duplicate_worker_completion", nil)
+	}
+	return nil
+}
+
+// Outcomes of Record.
+const (
+	RecordedNew       = "recorded"
+	RecordedDuplicate = "duplicate"
+	RecordedLate      = "late" // the batch had completed: nothing written
+)
+
+// Outcome says what Record did.
+type Outcome struct {
+	Recorded  string
+	Mode      Mode
+	Completed bool   // this call published the batch completion
+	Status    string // success | partial, when Completed
+}
+
+// cache keeps, per instance, what never changes after a batch is created
+// (expected_players, game_date, correlation_id, start_time) and what the
+// fast path learns as it goes: whether the batch completed, the offset
+// between its counter and the exact count, and the last full shard read.
+type cache struct {
+	mu  sync.Mutex
+	m   map[string]*meta
+	max int
+}
+
+func newCache(max int) *cache { return &cache{m: map[string]*meta{}, max: max} }
+
+func (c *cache) get(key string) (*meta, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m, ok := c.m[key]
+	if !ok {
+		if len(c.m) >= c.max {
+			for k, v := range c.m { // drop finished batches first, then anything
+				if v.isComplete() || len(c.m) >= c.max {
+					delete(c.m, k)
+				}
+				if len(c.m) < c.max/2 {
+					break
+				}
+			}
+		}
+		m = &meta{ready: make(chan struct{})}
+		c.m[key] = m
+	}
+	return m, ok
+}
+
+func (c *cache) drop(key string, m *meta) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m[key] == m {
+		delete(c.m, key)
+	}
+}
+
+var errNoBatch = errors.New("batch document does not exist")
