@@ -72,10 +72,6 @@ type route struct {
 // Option changes a Notifier default.
 type Option func(*Notifier)
 
-// WithHTTPClient replaces the client (whose Timeout otherwise is
-// cfg.RequestTimeout).
-func WithHTTPClient(c *http.Client) Option { return func(n *Notifier) { n.client = c } }
-
 // WithRetryBase sets the first backoff delay.
 func WithRetryBase(d time.Duration) Option { return func(n *Notifier) { n.retryBase = d } }
 

@@ -403,19 +403,3 @@ func (t *Tracker) legacyKeys(ctx context.Context, batchID string, readTime time.
 // player_lookup), whatever message carried it.
 func keyID(batchID, player string) string { return dedup.ID(KeyKind, batchID, player) }
 
-func aggInt(v any) int64 {
-	switch x := v.(type) {
-	case *pb.Value:
-		switch y := x.GetValueType().(type) {
-		case *pb.Value_IntegerValue:
-			return y.IntegerValue
-		case *pb.Value_DoubleValue:
-			return int64(y.DoubleValue)
-		}
-	case int64:
-		return x
-	case float64:
-		return int64(x)
-	}
-	return 0
-}

@@ -163,9 +163,6 @@ func (m Mode) String() string {
 	return "legacy"
 }
 
-// writesSub reports whether completions go to the subcollection.
-func (m Mode) writesSub() bool { return m != ModeLegacy }
-
 // ModeFor returns the mode of batchID under cfg. The combination config
 // validation refuses (subcollection writes without dual writes or
 // subcollection reads) cannot occur for any bucket; it would count as

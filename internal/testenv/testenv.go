@@ -70,17 +70,6 @@ func Firestore(t testing.TB, project string) *firestore.Client {
 	return c
 }
 
-// Bus returns a publisher that creates topics as needed, closed when t ends.
-func Bus(t testing.TB, project string) *bus.Bus {
-	t.Helper()
-	b, err := bus.New(context.Background(), project, true)
-	if err != nil {
-		t.Fatalf("pubsub client: %v", err)
-	}
-	t.Cleanup(func() { b.Close() })
-	return b
-}
-
 // Sub is a pull subscription a test reads a topic's messages from: the
 // downstream consumer's view of what phasegate published.
 type Sub struct{ s *bus.Subscription }
