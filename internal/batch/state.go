@@ -402,4 +402,3 @@ func (t *Tracker) legacyKeys(ctx context.Context, batchID string, readTime time.
 // keyID is the idempotency key of a worker completion: (batch_id,
 // player_lookup), whatever message carried it.
 func keyID(batchID, player string) string { return dedup.ID(KeyKind, batchID, player) }
-
