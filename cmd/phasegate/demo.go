@@ -36,7 +36,8 @@ and Pub/Sub emulators (started here unless FIRESTORE_EMULATOR_HOST and
 PUBSUB_EMULATOR_HOST are set), with a simulated clock: phase 2 processors
 complete over time, one is delivered twice, one has a name nobody expects,
 one fails and the 30-minute completion deadline fires from the sweep; phase 3
-goes on with its critical processors; phase 4 completes. Slack alerts go to a
+goes on with its critical processors; phase 4 completes; a prediction batch of
+players with awkward names completes once despite a redelivery. Slack alerts go to a
 local webhook receiver and are printed. Exits non-zero if the day did not
 end with exactly the expected triggers.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -78,14 +79,22 @@ var day = []step{
 	{at: "01:38", ep: "Phase4To5", proc: "PlayerCompositeFactorsProcessor", status: "success"},
 	{at: "01:41", ep: "Phase4To5", proc: "PlayerDailyCacheProcessor", status: "success"},
 	{at: "01:45", ep: "Phase4To5", proc: "MlFeatureStoreV2Processor", table: "nba_predictions.ml_feature_store_v2", status: "success", note: "named by its v2 table"},
+	{at: "02:00", ep: "PredictionCompletions", note: "the coordinator starts a batch of 10 players; 10 workers complete, one is redelivered"},
 }
 
-// wantTriggers is what the day must end with, by topic.
+// wantTriggers is what the day must end with, by topic: the phase triggers'
+// reasons and the batch completion's status.
 var wantTriggers = map[string]string{
-	"nba-phase3-trigger":      "deadline_exceeded",
-	"nba-phase4-trigger":      "critical_plus_majority_60pct",
-	"nba-predictions-trigger": "all_complete",
+	"nba-phase3-trigger":              "deadline_exceeded",
+	"nba-phase4-trigger":              "critical_plus_majority_60pct",
+	"nba-predictions-trigger":         "all_complete",
+	"nba-phase5-predictions-complete": "success",
 }
+
+// demoPlayers are the prediction batch's players; their names are the kind
+// the running system dropped (hyphens, dots, apostrophes, non-ASCII).
+var demoPlayers = []string{"lebronjames", "shaigilgeous-alexander", "jr.smith", "d'angelorussell", "nikolajokić",
+	"lukadončić", "victorwembanyama", "jaysontatum", "stephencurry", "giannisantetokounmpo"}
 
 const gameDate = "2026-01-19"
 
@@ -144,7 +153,7 @@ func runDemo(ctx context.Context, out io.Writer, verbose bool) error {
 	base := "http://" + ln.Addr().String()
 
 	fmt.Fprintf(out, "phasegate demo: game date %s, serving every entry point at %s\n\n", gameDate, base)
-	fmt.Fprintf(out, "%-8s %-10s %-42s %s\n", "NY time", "entry", "event", "decision")
+	fmt.Fprintf(out, "%-8s %-21s %-40s %s\n", "NY time", "entry", "event", "decision")
 	got := map[string]string{}
 	for i, s := range day {
 		at, _ := time.ParseInLocation("2006-01-02 15:04", "2026-01-20 "+s.at, ny)
@@ -153,23 +162,34 @@ func runDemo(ctx context.Context, out io.Writer, verbose bool) error {
 		if id == "" {
 			id = fmt.Sprintf("demo-%d", i)
 		}
+		if s.ep == "PredictionCompletions" {
+			if err := runBatch(ctx, a, base, at, out); err != nil {
+				return err
+			}
+		}
 		var body map[string]any
 		if s.proc != "" {
 			body = map[string]any{"processor_name": s.proc, "game_date": gameDate, "status": s.status,
 				"execution_id": fmt.Sprintf("run-%d", i), "correlation_id": "night-" + gameDate, "output_table": s.table,
 				"record_count": 420, "timestamp": at.UTC().Format(time.RFC3339)}
 		}
-		code, err := post(ctx, base+"/"+s.ep, id, body)
-		if err != nil {
-			return err
+		event, result := "", ""
+		switch s.ep {
+		case "PredictionCompletions":
+			event, result = demoBatchID, fmt.Sprintf("%d completions, 1 duplicate", len(demoPlayers))
+		default:
+			code, err := post(ctx, base+"/"+s.ep, id, body)
+			if err != nil {
+				return err
+			}
+			event, result = s.proc+" "+s.status, decision(ctx, a, s, code)
+			if s.proc == "" {
+				event = "sweep"
+			}
 		}
-		event := s.proc + " " + s.status
-		if s.proc == "" {
-			event = "sweep"
-		}
-		fmt.Fprintf(out, "%-8s %-10s %-42s %s\n", s.at, s.ep, event, decision(ctx, a, s, code))
+		fmt.Fprintf(out, "%-8s %-21s %-40s %s\n", s.at, s.ep, event, result)
 		if s.note != "" {
-			fmt.Fprintf(out, "%-8s %-10s   (%s)\n", "", "", s.note)
+			fmt.Fprintf(out, "%-8s %-21s   (%s)\n", "", "", s.note)
 		}
 		for len(alerts) > 0 {
 			fmt.Fprintln(out, <-alerts)
@@ -180,19 +200,19 @@ func runDemo(ctx context.Context, out io.Writer, verbose bool) error {
 				return err
 			}
 			for _, m := range msgs {
-				var t struct {
-					TriggerID, TriggerReason string
-					MissingProcessors        []string `json:"missing_processors"`
-					IsPartial                bool     `json:"is_partial"`
-				}
-				_ = json.Unmarshal(m.Data, &t)
 				var raw map[string]any
 				_ = json.Unmarshal(m.Data, &raw)
+				if _, dup := got[topic]; dup {
+					return fmt.Errorf("demo: a second message on %s", topic)
+				}
+				if md, ok := raw["metadata"].(map[string]any); ok { // the batch completion
+					fmt.Fprintf(out, "        ⇒ %s  %s  status=%s players=%v/%v predictions=%v\n", topic,
+						raw["execution_id"], raw["status"], md["completed_players"], md["expected_players"], md["total_predictions"])
+					got[topic], _ = raw["status"].(string)
+					continue
+				}
 				fmt.Fprintf(out, "        ⇒ %s  %s  reason=%s partial=%v missing=%v\n", topic,
 					raw["trigger_id"], raw["trigger_reason"], raw["is_partial"], raw["missing_processors"])
-				if _, dup := got[topic]; dup {
-					return fmt.Errorf("demo: a second trigger on %s", topic)
-				}
 				got[topic], _ = raw["trigger_reason"].(string)
 			}
 		}
@@ -204,6 +224,30 @@ func runDemo(ctx context.Context, out io.Writer, verbose bool) error {
 		}
 	}
 	fmt.Fprintln(out, "the day ended as expected: one trigger per phase, each with its manifest")
+	return nil
+}
+
+const demoBatchID = "batch_2026-01-19_1768892400"
+
+// runBatch creates the batch as the running coordinator does, then sends
+// every worker's completion, the first one twice.
+func runBatch(ctx context.Context, a *app.App, base string, at time.Time, out io.Writer) error {
+	_, err := a.FS.Collection("prediction_batches").Doc(demoBatchID).Create(ctx, map[string]any{
+		"batch_id": demoBatchID, "game_date": gameDate, "expected_players": len(demoPlayers),
+		"completed_players": []string{}, "total_predictions": 0, "is_complete": false,
+		"start_time": at, "updated_at": at, "correlation_id": "night-" + gameDate,
+	})
+	if err != nil {
+		return fmt.Errorf("demo: create batch: %w", err)
+	}
+	for i, p := range append(demoPlayers, demoPlayers[0]) {
+		body := map[string]any{"player_lookup": p, "game_date": gameDate, "predictions_generated": 5,
+			"batch_id": demoBatchID, "timestamp": at.UTC().Format(time.RFC3339), "worker_instance": fmt.Sprintf("worker-%d", i%3)}
+		id := fmt.Sprintf("worker-%d", i%len(demoPlayers)) // the last is a redelivery of the first
+		if code, err := post(ctx, base+"/PredictionCompletions", id, body); err != nil || code >= 300 {
+			return fmt.Errorf("demo: completion of %s: status %d, %v", p, code, err)
+		}
+	}
 	return nil
 }
 
