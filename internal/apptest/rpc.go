@@ -7,9 +7,9 @@ import (
 	"testing"
 
 	"cloud.google.com/go/firestore/apiv1/firestorepb"
+	"github.com/phasegate/phasegate/internal/emulator"
 	"google.golang.org/api/option"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 )
 
 // RPCs counts the Firestore RPCs an App makes, by method, and the
@@ -22,13 +22,10 @@ type RPCs struct {
 
 // CountRPCs returns an Option that routes the App's Firestore client through
 // a counting connection, and the counter. The client library dials the
-// emulator itself and ignores dial options, so this brings its own
-// connection, authenticated as the emulator's owner like the library's.
+// emulator itself and ignores dial options, so this brings its own.
 func CountRPCs(t testing.TB) (Option, *RPCs) {
 	c := &RPCs{calls: map[string]int{}}
-	conn, err := grpc.NewClient(os.Getenv("FIRESTORE_EMULATOR_HOST"),
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithPerRPCCredentials(emulatorOwner{}),
+	conn, err := emulator.FirestoreConn(os.Getenv("FIRESTORE_EMULATOR_HOST"),
 		grpc.WithChainUnaryInterceptor(c.unary), grpc.WithChainStreamInterceptor(c.stream))
 	if err != nil {
 		t.Fatal(err)
@@ -36,14 +33,6 @@ func CountRPCs(t testing.TB) (Option, *RPCs) {
 	t.Cleanup(func() { conn.Close() })
 	return WithFirestoreOptions(option.WithGRPCConn(conn)), c
 }
-
-type emulatorOwner struct{}
-
-func (emulatorOwner) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
-	return map[string]string{"authorization": "Bearer owner"}, nil
-}
-
-func (emulatorOwner) RequireTransportSecurity() bool { return false }
 
 func (c *RPCs) unary(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 	c.mu.Lock()

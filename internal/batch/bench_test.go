@@ -17,12 +17,12 @@ import (
 	pb "cloud.google.com/go/firestore/apiv1/firestorepb"
 	"google.golang.org/api/option"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/phasegate/phasegate/internal/alert"
 	"github.com/phasegate/phasegate/internal/batch"
 	"github.com/phasegate/phasegate/internal/clock"
 	"github.com/phasegate/phasegate/internal/config"
+	"github.com/phasegate/phasegate/internal/emulator"
 	"github.com/phasegate/phasegate/internal/metrics"
 	"github.com/phasegate/phasegate/internal/testenv"
 )
@@ -129,13 +129,6 @@ type world struct {
 	batchWrites atomic.Int64
 }
 
-type ownerCreds struct{}
-
-func (ownerCreds) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
-	return map[string]string{"authorization": "Bearer owner"}, nil
-}
-func (ownerCreds) RequireTransportSecurity() bool { return false }
-
 func newWorld(b *testing.B) *world {
 	w := &world{project: testenv.Project(b)}
 	w.batchDoc = fmt.Sprintf("projects/%s/databases/(default)/documents/%s/bench", w.project, batch.Collection)
@@ -151,8 +144,7 @@ func newWorld(b *testing.B) *world {
 		return err
 	}
 	dial := func() option.ClientOption {
-		conn, err := grpc.NewClient(os.Getenv("FIRESTORE_EMULATOR_HOST"), grpc.WithTransportCredentials(insecure.NewCredentials()),
-			grpc.WithPerRPCCredentials(ownerCreds{}), grpc.WithUnaryInterceptor(count))
+		conn, err := emulator.FirestoreConn(os.Getenv("FIRESTORE_EMULATOR_HOST"), grpc.WithUnaryInterceptor(count))
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -15,12 +15,12 @@ import (
 	"golang.org/x/sync/singleflight"
 	"google.golang.org/api/option"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/phasegate/phasegate/internal/alert"
 	"github.com/phasegate/phasegate/internal/clock"
 	"github.com/phasegate/phasegate/internal/config"
 	"github.com/phasegate/phasegate/internal/docid"
+	"github.com/phasegate/phasegate/internal/emulator"
 	"github.com/phasegate/phasegate/internal/envelope"
 	"github.com/phasegate/phasegate/internal/errs"
 	"github.com/phasegate/phasegate/internal/logging"
@@ -100,10 +100,9 @@ func New(ctx context.Context, d Deps) (*Tracker, error) {
 	t := &Tracker{Deps: d, cache: newCache(4096)}
 	var opts []option.ClientOption
 	if addr := os.Getenv("FIRESTORE_EMULATOR_HOST"); addr != "" {
-		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-			grpc.WithPerRPCCredentials(emulatorOwner{}))
+		conn, err := emulator.FirestoreConn(addr)
 		if err != nil {
-			return nil, fmt.Errorf("batch: dial firestore emulator: %w", err)
+			return nil, fmt.Errorf("batch: %w", err)
 		}
 		t.conn = conn
 		opts = append(opts, option.WithGRPCConn(conn))
@@ -130,15 +129,6 @@ func (t *Tracker) Close() error {
 	}
 	return err
 }
-
-// emulatorOwner authenticates as the emulator's admin, as the high-level
-// client does.
-type emulatorOwner struct{}
-
-func (emulatorOwner) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
-	return map[string]string{"authorization": "Bearer owner"}, nil
-}
-func (emulatorOwner) RequireTransportSecurity() bool { return false }
 
 // Mode is where a batch's completions are written and counted from
 // (CONTRACT §6). A batch id's flag bucket decides it.

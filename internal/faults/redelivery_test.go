@@ -12,11 +12,11 @@ import (
 	"google.golang.org/api/option"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/phasegate/phasegate/internal/apptest"
 	"github.com/phasegate/phasegate/internal/dedup"
+	"github.com/phasegate/phasegate/internal/emulator"
 )
 
 // commitFault fails Commit RPCs that write a document under one collection,
@@ -56,22 +56,12 @@ func (f *commitFault) touches(c *firestorepb.CommitRequest) bool {
 	return false
 }
 
-type ownerCreds struct{}
-
-func (ownerCreds) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
-	return map[string]string{"authorization": "Bearer owner"}, nil
-}
-func (ownerCreds) RequireTransportSecurity() bool { return false }
-
 // through returns the option that routes the App's Firestore client through
-// f: its own connection to the emulator, authenticated as the emulator's
-// owner like the library's (which ignores dial options on the emulator).
+// f: its own connection to the emulator (the library ignores dial options
+// there).
 func (f *commitFault) through(t *testing.T) apptest.Option {
 	t.Helper()
-	conn, err := grpc.NewClient(os.Getenv("FIRESTORE_EMULATOR_HOST"),
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithPerRPCCredentials(ownerCreds{}),
-		grpc.WithUnaryInterceptor(f.intercept))
+	conn, err := emulator.FirestoreConn(os.Getenv("FIRESTORE_EMULATOR_HOST"), grpc.WithUnaryInterceptor(f.intercept))
 	if err != nil {
 		t.Fatal(err)
 	}
