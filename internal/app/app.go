@@ -46,19 +46,21 @@ type Options struct {
 
 // App holds the shared clients and the handlers built on them.
 type App struct {
-	Cfg      *config.Config
-	FS       *firestore.Client
-	Bus      *bus.Bus
-	Notifier *alert.Notifier
-	Alerts   *alert.Service
-	Gates    []*gate.Gate
-	Batches  *batch.Tracker
-	Sweeper  *sweep.Sweeper
-	Status   *status.Reader
-	Edge     *edge.Edge
-	Clock    clock.Clock
-	Log      *slog.Logger
-	Metrics  *metrics.Registry
+	Cfg *config.Config
+	FS  *firestore.Client
+	Bus *bus.Bus
+	// PubSubBreaker guards every publish; Health serves its state.
+	PubSubBreaker *bus.Breaker
+	Notifier      *alert.Notifier
+	Alerts        *alert.Service
+	Gates         []*gate.Gate
+	Batches       *batch.Tracker
+	Sweeper       *sweep.Sweeper
+	Status        *status.Reader
+	Edge          *edge.Edge
+	Clock         clock.Clock
+	Log           *slog.Logger
+	Metrics       *metrics.Registry
 
 	handlers map[string]http.Handler
 	order    []string
@@ -103,6 +105,8 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*App, error) {
 	if o.WrapPublisher != nil {
 		pub = o.WrapPublisher(pub)
 	}
+	a.PubSubBreaker = bus.NewBreaker(pub, uint32(cfg.Gate.BreakerFailures), cfg.Gate.BreakerOpenFor, o.Log, o.Metrics)
+	pub = a.PubSubBreaker
 	a.Notifier = alert.NewNotifier(cfg.Alerts, o.Log, o.Metrics, o.SlackOptions...)
 	a.Alerts = alert.NewService(fs, a.Notifier, o.Clock, cfg.Alerts, o.Log, o.Metrics)
 	a.Edge = &edge.Edge{Log: o.Log, DeadLetter: pub, DLQTopic: cfg.Topics.DeadLetter, ProjectID: cfg.ProjectID, Metrics: o.Metrics}
@@ -135,8 +139,15 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*App, error) {
 		}
 		return st, err == nil, err
 	}))
-	a.handle("Health", &status.Health{FS: fs, Breakers: a.Notifier.Breakers, Metrics: o.Metrics, Clock: o.Clock})
+	a.handle("Health", &status.Health{FS: fs, Breakers: a.breakers, Metrics: o.Metrics, Clock: o.Clock})
 	return a, nil
+}
+
+// breakers are every circuit breaker's state: Slack's per route, Pub/Sub's.
+func (a *App) breakers() map[string]string {
+	m := a.Notifier.Breakers()
+	m["pubsub"] = a.PubSubBreaker.State()
+	return m
 }
 
 // Handler returns the HTTP handler of an entry point.

@@ -51,6 +51,9 @@ type Gate struct {
 	ClaimLease     time.Duration `yaml:"claim_lease"`
 	WriteAttempts  int           `yaml:"write_attempts"`
 	PublishTimeout time.Duration `yaml:"publish_timeout"`
+	// The Pub/Sub circuit breaker (per instance).
+	BreakerFailures int           `yaml:"publish_breaker_failures"`
+	BreakerOpenFor  time.Duration `yaml:"publish_breaker_open_for"`
 }
 
 // Idempotency configures the pubsub_deduplication keys.
@@ -306,6 +309,10 @@ func (c *Config) Validate() error {
 		bad("gate.claim_lease", "must be at most 60s, got %v", c.Gate.ClaimLease)
 	}
 	positive("gate.publish_timeout", c.Gate.PublishTimeout)
+	positive("gate.publish_breaker_open_for", c.Gate.BreakerOpenFor)
+	if c.Gate.BreakerFailures < 1 {
+		bad("gate.publish_breaker_failures", "must be at least 1")
+	}
 	if c.Gate.WriteAttempts < 1 {
 		bad("gate.write_attempts", "must be at least 1")
 	}

@@ -222,3 +222,24 @@ func TestManualTrigger(t *testing.T) {
 		t.Fatalf("manual triggers = %+v", got)
 	}
 }
+
+// Pub/Sub failing past the breaker's threshold: publishes fail fast while
+// it is open, redeliveries keep coming, and once Pub/Sub is back the one
+// trigger goes out.
+func TestPubSubBreaker(t *testing.T) {
+	e := apptest.New(t, apptest.FailPublishes("nba-predictions-trigger", 2), apptest.WithConfig(func(c *config.Config) {
+		c.Gate.BreakerFailures, c.Gate.BreakerOpenFor = 2, 200*time.Millisecond
+	}))
+	sub := e.Sub("nba-predictions-trigger")
+	for _, p := range phase4 {
+		if c := e.Deliver("Phase4To5", "m-"+p, apptest.Completion(p, "2026-01-19", "success")); c >= 300 {
+			t.Fatalf("%s: status %d", p, c)
+		}
+	}
+	if got := triggers(t, sub.Drain(t, time.Second)); len(got) != 1 {
+		t.Fatalf("got %d triggers, want 1", len(got))
+	}
+	if e.Metrics.Get("pubsub.breaker_to_open") != 1 || e.Metrics.Get("pubsub.breaker_to_closed") != 1 {
+		t.Fatalf("breaker did not open and close: %v", e.Metrics.Snapshot())
+	}
+}

@@ -66,7 +66,8 @@ func TestHealth(t *testing.T) {
 	if w.Code != 200 || body["status"] != "ok" || body["firestore"] != "ok" {
 		t.Fatalf("health %d: %s", w.Code, w.Body)
 	}
-	if _, ok := body["breakers"].(map[string]any); !ok {
-		t.Fatalf("no breakers in %v", body)
+	breakers, _ := body["breakers"].(map[string]any)
+	if breakers["pubsub"] != "closed" || breakers["error"] != "closed" {
+		t.Fatalf("breakers = %v", body["breakers"])
 	}
 }
