@@ -547,17 +547,24 @@ func (t *Tracker) capArray(ctx context.Context, m *meta, c *Completion, k int, v
 	if m.expected <= int64(m.arrayCap) && t.addOverflow(ctx, m, c, k, now) {
 		return
 	}
+	t.raiseOnce(ctx, m, &m.capAlerted, alert.Alert{
+		Key: "batch:" + m.batchID + ":array_cap", Severity: alert.Warning,
+		Title:    fmt.Sprintf("prediction batch %s: completed_players capped at %d", m.batchID, t.Config.Batch.ArrayCap),
+		GameDate: m.gameDate, Reason: "array_capped", Expected: int(m.expected),
+		Detail: "completions are counted from the completions subcollection; readers of the legacy array see at most the cap",
+	})
+}
+
+// raiseOnce raises a unless this instance already did for m: the alert
+// service keeps it to one per key across instances; this saves the round
+// trip on every later completion.
+func (t *Tracker) raiseOnce(ctx context.Context, m *meta, raised *bool, a alert.Alert) {
 	m.mu.Lock()
-	first := !m.capAlerted
-	m.capAlerted = true
+	first := !*raised
+	*raised = true
 	m.mu.Unlock()
 	if first {
-		t.Alerts.Raise(ctx, alert.Alert{
-			Key: "batch:" + m.batchID + ":array_cap", Severity: alert.Warning,
-			Title:    fmt.Sprintf("prediction batch %s: completed_players capped at %d", m.batchID, t.Config.Batch.ArrayCap),
-			GameDate: m.gameDate, Reason: "array_capped", Expected: int(m.expected),
-			Detail: "completions are counted from the completions subcollection; readers of the legacy array see at most the cap",
-		})
+		t.Alerts.Raise(ctx, a)
 	}
 }
 
@@ -607,18 +614,12 @@ func (t *Tracker) alertArrayPass(ctx context.Context, m *meta, est int64) {
 	if est <= int64(t.Config.Batch.ArrayCap) {
 		return
 	}
-	m.mu.Lock()
-	first := !m.passAlerted
-	m.passAlerted = true
-	m.mu.Unlock()
-	if first {
-		t.Alerts.Raise(ctx, alert.Alert{
-			Key: "batch:" + m.batchID + ":array_past_cap", Severity: alert.Warning,
-			Title:    fmt.Sprintf("prediction batch %s: completed_players passed %d entries", m.batchID, t.Config.Batch.ArrayCap),
-			GameDate: m.gameDate, Reason: "array_past_cap", Completed: int(est), Expected: int(m.expected),
-			Detail: "reads still come from the array (USE_SUBCOLLECTION_READS=false); switch reads to the subcollection before it reaches Firestore's limits",
-		})
-	}
+	t.raiseOnce(ctx, m, &m.passAlerted, alert.Alert{
+		Key: "batch:" + m.batchID + ":array_past_cap", Severity: alert.Warning,
+		Title:    fmt.Sprintf("prediction batch %s: completed_players passed %d entries", m.batchID, t.Config.Batch.ArrayCap),
+		GameDate: m.gameDate, Reason: "array_past_cap", Completed: int(est), Expected: int(m.expected),
+		Detail: "reads still come from the array (USE_SUBCOLLECTION_READS=false); switch reads to the subcollection before it reaches Firestore's limits",
+	})
 }
 
 // classify maps a commit's failure: a Create that found its document means
