@@ -44,7 +44,7 @@ func batchStatusCmd() *cobra.Command {
 			if id == "" {
 				return usagef("batch status: --batch-id is required")
 			}
-			return withApp(cmd, func(a *app.App) error {
+			return withApp(cmd, operator(cmd), func(a *app.App) error {
 				s, err := a.Batches.Status(cmd.Context(), id)
 				if errors.Is(err, batch.ErrNotFound) {
 					return fmt.Errorf("batch %s not found", id)
@@ -100,7 +100,7 @@ func batchCheckCmd() *cobra.Command {
 			if lookBack < 0 {
 				return usagef("batch check: --look-back must not be negative")
 			}
-			return withApp(cmd, func(a *app.App) error {
+			return withApp(cmd, operator(cmd), func(a *app.App) error {
 				rep, err := a.Batches.Check(cmd.Context(), batch.CheckOptions{BatchID: id, LookBack: lookBack})
 				if err != nil {
 					return err
@@ -138,7 +138,7 @@ func batchMigrateCmd() *cobra.Command {
 		Short: "Copy legacy completed_players arrays into the completions subcollection and repair the counter shards (idempotent, resumable)",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return withApp(cmd, func(a *app.App) error {
+			return withApp(cmd, operator(cmd), func(a *app.App) error {
 				out := cmd.OutOrStdout()
 				opts := batch.MigrateOptions{BatchID: id}
 				var bar *progressbar.ProgressBar

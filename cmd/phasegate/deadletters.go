@@ -1,8 +1,14 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"time"
+
 	"strings"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
 	"github.com/spf13/cobra"
@@ -24,7 +30,7 @@ original_message_id. Read them through a pull subscription on that topic.`,
 		Use:   "list --subscription NAME",
 		Short: "Show dead letters without consuming them",
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return withApp(cmd, func(a *app.App) error {
+			return withApp(cmd, operator(cmd), func(a *app.App) error {
 				msgs, err := pull(cmd, a, sub, max)
 				if err != nil {
 					return err
@@ -53,7 +59,7 @@ original_message_id. Read them through a pull subscription on that topic.`,
 the dead-letter attributes) to the topic of the entry point it came from,
 then acknowledges it. Use it after fixing the cause, such as a name map.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return withApp(cmd, func(a *app.App) error {
+			return withApp(cmd, operator(cmd), func(a *app.App) error {
 				msgs, err := pull(cmd, a, sub, max)
 				if err != nil {
 					return err
@@ -102,8 +108,15 @@ func pull(cmd *cobra.Command, a *app.App, sub string, max int32) ([]*pubsubpb.Re
 	if max < 1 || max > 1000 {
 		return nil, usagef("--max %d: want 1 to 1000", max)
 	}
-	res, err := a.Bus.Client().SubscriptionAdminClient.Pull(cmd.Context(), &pubsubpb.PullRequest{
+	// A pull waits for messages; an empty subscription answers only when
+	// the deadline passes, which here means "none".
+	ctx, cancel := context.WithTimeout(cmd.Context(), 5*time.Second)
+	defer cancel()
+	res, err := a.Bus.Client().SubscriptionAdminClient.Pull(ctx, &pubsubpb.PullRequest{
 		Subscription: subName(a, sub), MaxMessages: max})
+	if status.Code(err) == codes.DeadlineExceeded {
+		return nil, nil
+	}
 	if err != nil {
 		return nil, fmt.Errorf("pull %s: %w", sub, err)
 	}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"strings"
 	"text/tabwriter"
 
@@ -12,17 +13,23 @@ import (
 	"github.com/phasegate/phasegate/internal/app"
 	"github.com/phasegate/phasegate/internal/gamedate"
 	"github.com/phasegate/phasegate/internal/gate"
+	"github.com/phasegate/phasegate/internal/logging"
 	"github.com/phasegate/phasegate/internal/status"
 )
 
-// withApp loads the configuration and builds the App for an operator
-// command.
-func withApp(cmd *cobra.Command, f func(a *app.App) error) error {
+// operator is how operator commands run: their logs go to stderr, warnings
+// and worse, so that stdout is the command's own output.
+func operator(cmd *cobra.Command) app.Options {
+	return app.Options{Log: logging.New(cmd.ErrOrStderr(), slog.LevelWarn)}
+}
+
+// withApp loads the configuration and builds the App for a command.
+func withApp(cmd *cobra.Command, opts app.Options, f func(a *app.App) error) error {
 	cfg, err := loadConfig(cmd.Context())
 	if err != nil {
 		return err
 	}
-	a, err := app.New(cmd.Context(), cfg, app.Options{})
+	a, err := app.New(cmd.Context(), cfg, opts)
 	if err != nil {
 		return err
 	}
@@ -41,7 +48,7 @@ func statusCmd() *cobra.Command {
 			if err != nil {
 				return usagef("--date: %v", err)
 			}
-			return withApp(cmd, func(a *app.App) error {
+			return withApp(cmd, operator(cmd), func(a *app.App) error {
 				days, err := a.Status.Dates(cmd.Context(), ds)
 				if err != nil {
 					return err
@@ -108,7 +115,7 @@ released is finished instead.`,
 			if err != nil {
 				return usagef("--date: %v", err)
 			}
-			return withApp(cmd, func(a *app.App) error {
+			return withApp(cmd, operator(cmd), func(a *app.App) error {
 				for _, g := range a.Gates {
 					p := g.Phase()
 					if p.EntryPoint != phase && p.Name != phase {

@@ -30,7 +30,7 @@ emulators and creates missing topics.`,
 			if _, _, err := net.SplitHostPort(addr); err != nil {
 				return usagef("--addr %q: %v", addr, err)
 			}
-			return withApp(cmd, func(a *app.App) error {
+			return withApp(cmd, app.Options{}, func(a *app.App) error {
 				ln, err := net.Listen("tcp", addr)
 				if err != nil {
 					return err
