@@ -6,6 +6,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"math"
+	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -25,12 +27,29 @@ type Message struct {
 	OutputTable    string         `json:"output_table"`
 	OutputDataset  string         `json:"output_dataset"`
 	Status         string         `json:"status"`
-	RecordCount    *int64         `json:"record_count"`
-	RecordsFailed  *int64         `json:"records_failed"`
+	RecordCount    Count          `json:"record_count"`
 	Timestamp      string         `json:"timestamp"`
 	Metadata       map[string]any `json:"metadata"`
 	IsIncremental  bool           `json:"-"`
 	EntitiesChange []string       `json:"-"`
+}
+
+// Count is an informational integer that a processor may write as 100,
+// 100.0 or "100" (Python's json.dumps writes floats with a point). What is
+// not a number is ignored: a completion is never lost over a count.
+type Count struct {
+	N     int64
+	Valid bool
+}
+
+// UnmarshalJSON accepts a JSON number or numeric string and never fails.
+func (c *Count) UnmarshalJSON(b []byte) error {
+	s := strings.Trim(string(b), `"`)
+	if f, err := strconv.ParseFloat(s, 64); err == nil && !math.IsNaN(f) && !math.IsInf(f, 0) &&
+		f >= math.MinInt64 && f <= math.MaxInt64 {
+		*c = Count{N: int64(f), Valid: true}
+	}
+	return nil
 }
 
 // Statuses that count as completed, and those recorded as failed attempts.

@@ -98,3 +98,16 @@ func TestParseDefaultsCorrelation(t *testing.T) {
 		t.Fatalf("got %+v", m)
 	}
 }
+
+func TestRecordCountForms(t *testing.T) {
+	for in, want := range map[string]Count{`100`: {100, true}, `100.0`: {100, true}, `"42"`: {42, true},
+		`null`: {}, `"many"`: {}, `[1]`: {}, `1e300`: {}} {
+		m, _, err := Parse([]byte(`{"processor_name":"X","game_date":"2026-01-19","status":"success","record_count":` + in + `}`))
+		if err != nil {
+			t.Fatalf("record_count %s: %v", in, err)
+		}
+		if m.RecordCount != want {
+			t.Errorf("record_count %s = %+v, want %+v", in, m.RecordCount, want)
+		}
+	}
+}

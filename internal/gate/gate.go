@@ -215,6 +215,11 @@ func (g *Gate) run(ctx context.Context, date gamedate.Date, ev *event, src Sourc
 		if errors.Is(err, errConflict) {
 			return out, errs.E(errs.Transient, "contention", err)
 		}
+		if ev != nil && status.Code(err) == codes.InvalidArgument {
+			// The store refuses what this event would write (a field or the
+			// document over Firestore's limits): no redelivery can succeed.
+			return out, errs.E(errs.Invalid, "unstorable_completion", err)
+		}
 		return out, errs.E(errs.KindOf(err), "firestore", err)
 	}
 	if err := g.fault(StepAfterCommit); err != nil {
@@ -222,7 +227,25 @@ func (g *Gate) run(ctx context.Context, date gamedate.Date, ev *event, src Sourc
 	}
 	g.afterRecord(ctx, date, ev, plan)
 	if plan.claimed {
-		return g.publishAndConfirm(ctx, date, ref, after, out)
+		out, err := g.publishAndConfirm(ctx, date, ref, after, out)
+		if err == nil {
+			// A late_arrival trigger may be the gate's last write: the
+			// partial trigger's alert is resolved now or never.
+			confirmed := *after
+			confirmed.state = statePublished
+			g.resolveIfHealed(ctx, date, ref, &confirmed)
+			if g.phase.LateArrival && confirmed.partial && confirmed.allComplete(g.phase) {
+				// This call resumed a partial trigger that everything has
+				// since arrived for: the late_arrival generation is owed
+				// now, and the sweep no longer visits a confirmed gate.
+				more, err := g.run(ctx, date, nil, src, nil)
+				if more.TriggerID != "" {
+					out.TriggerID, out.Reason, out.Missing = more.TriggerID, more.Reason, more.Missing
+				}
+				return out, err
+			}
+		}
+		return out, err
 	}
 	if after.liveClaim(g.Clock.Now()) && ev != nil {
 		// Someone else is publishing. Do not ack yet: if that attempt dies,

@@ -78,8 +78,8 @@ func (g *Gate) record(pl *plan, st *docState, ev *event, dup bool, now time.Time
 			"completed_at": now, "correlation_id": m.CorrelationID, "status": m.Status,
 			"execution_id": m.ExecutionID,
 		}
-		if m.RecordCount != nil {
-			rec["record_count"] = *m.RecordCount
+		if m.RecordCount.Valid {
+			rec["record_count"] = m.RecordCount.N
 		}
 		if g.phase.Number == 3 {
 			rec["is_incremental"] = m.IsIncremental

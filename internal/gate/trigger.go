@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 
 	"cloud.google.com/go/firestore"
 	"github.com/sethvargo/go-retry"
@@ -132,8 +133,8 @@ func (g *Gate) afterRecord(ctx context.Context, date gamedate.Date, ev *event, p
 	}
 	switch {
 	case pl.newFail:
-		sev, what := alert.Warning, "the gate can still go on through its timed rules"
-		if len(g.phase.Timed) == 0 && !g.phase.ModeAware {
+		sev, what := alert.Warning, "the gate can still go on without it"
+		if g.blockedWithout(date, ev.name) {
 			sev, what = alert.Error, "the gate is blocked until it succeeds or an operator triggers"
 		}
 		g.Alerts.Raise(ctx, alert.Alert{
@@ -153,6 +154,23 @@ func (g *Gate) afterRecord(ctx context.Context, date gamedate.Date, ev *event, p
 		g.Alerts.Resolve(ctx, alert.Alert{Key: g.phase.Name + ":" + date.String() + ":failed:" + ev.name,
 			Phase: g.phase.Name, GameDate: date.String(), Title: ev.name + " completed after failing"})
 	}
+}
+
+// blockedWithout reports whether the gate can never go on while name is
+// missing: no timed rule is enabled for date (a configured but disabled one,
+// like phase 2's default deadline, does not count), and name is one the
+// rules cannot do without (every expected processor, or for a mode-aware
+// phase a critical or same-day-required one).
+func (g *Gate) blockedWithout(date gamedate.Date, name string) bool {
+	for _, r := range g.phase.Timed {
+		if r.Enabled.Enabled(date.String()) {
+			return false
+		}
+	}
+	if g.phase.ModeAware {
+		return slices.Contains(g.phase.Critical, name) || slices.Contains(g.phase.SameDayRequired, name)
+	}
+	return true
 }
 
 // resolveIfHealed sends the "resolved" follow-up once every processor a
