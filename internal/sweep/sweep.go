@@ -148,26 +148,41 @@ func (s *Sweeper) Run(ctx context.Context) (Report, error) {
 }
 
 // openGates queries a phase's gates that still owe or have not confirmed a
-// trigger. It needs the composite index (_open, _first_completion_at).
+// trigger: the open ones whose first completion is within the look-back
+// (composite index _open, _first_completion_at), and any trigger left
+// claimed or released, however old or however it started — a manual trigger
+// on a date without completions has no first completion (single-field
+// index on _trigger_state).
 func (s *Sweeper) openGates(ctx context.Context, p *config.Phase, now time.Time, limit int) ([]*firestore.DocumentSnapshot, error) {
 	if limit <= 0 {
 		return nil, nil
 	}
-	it := s.FS.Collection(p.Collection).
-		Where("_open", "==", true).
-		Where("_first_completion_at", ">=", now.Add(-s.Cfg.LookBack)).
-		OrderBy("_first_completion_at", firestore.Desc).
-		Limit(limit).Documents(ctx)
-	defer it.Stop()
-	var out []*firestore.DocumentSnapshot
-	for {
-		snap, err := it.Next()
-		if errors.Is(err, iterator.Done) {
-			return out, nil
-		}
-		if err != nil {
-			return nil, fmt.Errorf("sweep: query %s: %w", p.Collection, err)
-		}
-		out = append(out, snap)
+	coll := s.FS.Collection(p.Collection)
+	queries := []firestore.Query{
+		coll.Where("_open", "==", true).
+			Where("_first_completion_at", ">=", now.Add(-s.Cfg.LookBack)).
+			OrderBy("_first_completion_at", firestore.Desc),
+		coll.Where("_trigger_state", "in", []string{"claimed", "released"}),
 	}
+	seen := map[string]bool{}
+	var out []*firestore.DocumentSnapshot
+	for _, q := range queries {
+		it := q.Limit(limit).Documents(ctx)
+		for len(out) < limit {
+			snap, err := it.Next()
+			if errors.Is(err, iterator.Done) {
+				break
+			}
+			if err != nil {
+				it.Stop()
+				return nil, fmt.Errorf("sweep: query %s: %w", p.Collection, err)
+			}
+			if !seen[snap.Ref.ID] {
+				seen[snap.Ref.ID] = true
+				out = append(out, snap)
+			}
+		}
+		it.Stop()
+	}
+	return out, nil
 }

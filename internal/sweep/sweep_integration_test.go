@@ -1,6 +1,7 @@
 package sweep_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"sync"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/phasegate/phasegate/internal/apptest"
 	"github.com/phasegate/phasegate/internal/config"
+	"github.com/phasegate/phasegate/internal/gamedate"
 	"github.com/phasegate/phasegate/internal/gate"
 	"github.com/phasegate/phasegate/internal/slacktest"
 	"github.com/phasegate/phasegate/internal/testenv"
@@ -177,5 +179,24 @@ func TestAlertSurvivesRateLimit(t *testing.T) {
 	}
 	if gap := posts[1].At.Sub(posts[0].At); gap < time.Second {
 		t.Fatalf("retried after %v, before Retry-After", gap)
+	}
+}
+
+// A manual trigger on a date without completions has no first completion,
+// so the open-gate query never sees it; a crash after its claim is still
+// finished by the sweep once the lease expires.
+func TestSweepFinishesClaimWithoutCompletions(t *testing.T) {
+	e := apptest.New(t, apptest.CrashAt(gate.StepAfterCommit, 1))
+	sub := e.Sub("nba-phase3-trigger")
+	d, _ := gamedate.Parse("2026-01-19")
+	if _, err := e.App.Gates[0].Evaluate(context.Background(), d, gate.SourceManual, nil); err == nil {
+		t.Fatal("the injected crash did not stop the manual trigger")
+	}
+	e.Clock.Advance(e.Cfg.Gate.ClaimLease)
+	sweepOnce(t, e)
+	sweepOnce(t, e)
+	got := sub.Drain(t, time.Second)
+	if len(got) != 1 || decode(t, got[0].Data).TriggerReason != "manual" {
+		t.Fatalf("want the one manual trigger, got %d", len(got))
 	}
 }
