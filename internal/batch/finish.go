@@ -86,11 +86,24 @@ type finishResult struct {
 // run: near the end many events see the estimate reach the target at once,
 // and all but one would only lose the claim race.
 func (t *Tracker) complete(ctx context.Context, m *meta, dup bool) (Outcome, error) {
-	v, err, _ := t.flight.Do(m.batchID, func() (any, error) {
-		t.Metrics.Inc("batch.exact_checks")
-		return t.finish(context.WithoutCancel(ctx), m.batchID, m, SourceEvent)
-	})
-	r, _ := v.(finishResult)
+	var r finishResult
+	var err error
+	for range 2 {
+		ran := false
+		var v any
+		v, err, _ = t.flight.Do(m.batchID, func() (any, error) {
+			ran = true
+			t.Metrics.Inc("batch.exact_checks")
+			return t.finish(context.WithoutCancel(ctx), m.batchID, m, SourceEvent)
+		})
+		r, _ = v.(finishResult)
+		// A run this call joined may have taken its snapshot before this
+		// call's write: "not complete" from it says nothing about this
+		// write. A run started after it returned began after the write.
+		if ran || err != nil || r.Action != ActionNone {
+			break
+		}
+	}
 	out := Outcome{Completed: r.Action == ActionCompleted || r.Action == ActionResumed, Status: r.Status}
 	if err == nil && r.Action == ActionInFlight && dup {
 		// This may be the claimant's own redelivery, the one event left to

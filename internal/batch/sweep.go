@@ -115,8 +115,10 @@ func (c *cache) markComplete(batchID string) {
 	prefix := docid.Encode(batchID) + "\x00"
 	c.mu.Lock()
 	var ms []*meta
-	for k, m := range c.m {
-		if len(k) > len(prefix) && k[:len(prefix)] == prefix {
+	// One key per mode (as meta builds them); matching by prefix alone would
+	// also take batch ids that extend this one with "\x00".
+	for _, mode := range []Mode{ModeLegacy, ModeDualArrayReads, ModeDualSubReads, ModeSubOnly} {
+		if m, ok := c.m[prefix+mode.String()]; ok {
 			ms = append(ms, m)
 		}
 	}

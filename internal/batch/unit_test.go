@@ -146,3 +146,24 @@ func TestCanSkip(t *testing.T) {
 		t.Fatal("skipped after the target was reached")
 	}
 }
+
+// markComplete touches only the batch it names: a batch id that extends
+// another with "\x00" (a valid document id) must not be marked complete with
+// it, or its later completions would be acknowledged as late and lost.
+func TestMarkCompleteExactBatch(t *testing.T) {
+	c := newCache(16)
+	ready := func(key string) *meta {
+		m, _ := c.get(key)
+		close(m.ready)
+		return m
+	}
+	a := ready("b\x00" + ModeSubOnly.String())
+	other := ready("b\x00x\x00" + ModeSubOnly.String())
+	c.markComplete("b")
+	if !a.isComplete() {
+		t.Fatal("the named batch is not marked complete")
+	}
+	if other.isComplete() {
+		t.Fatal(`marking batch "b" complete marked batch "b\x00x" complete too`)
+	}
+}

@@ -10,6 +10,7 @@ package dedup
 
 import (
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"time"
 
@@ -36,10 +37,12 @@ func (k *Keys) Enabled(unit string) bool { return k != nil && k.cfg.Enabled.Enab
 // ID is the document id of the key over parts: a hash, so any content is a
 // valid id and the id's length is fixed.
 func ID(kind string, parts ...string) string {
+	// Each part is length-prefixed, so no content can shift the boundary
+	// between two parts (a separator byte could appear inside one).
 	h := sha256.New()
-	h.Write([]byte(kind))
-	for _, p := range parts {
-		h.Write([]byte{0})
+	var n [binary.MaxVarintLen64]byte
+	for _, p := range append([]string{kind}, parts...) {
+		h.Write(n[:binary.PutUvarint(n[:], uint64(len(p)))])
 		h.Write([]byte(p))
 	}
 	return kind + "-" + hex.EncodeToString(h.Sum(nil))[:40]
