@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"cloud.google.com/go/firestore"
 	"github.com/phasegate/phasegate/internal/apptest"
 	"github.com/phasegate/phasegate/internal/batch"
 	"github.com/phasegate/phasegate/internal/config"
@@ -446,4 +447,26 @@ func TestBadInputAndMissingBatch(t *testing.T) {
 		t.Fatalf("redelivery once the batch exists: status %d", c)
 	}
 	one(t, completions(t, sub.Drain(t, time.Second)), "later", "success", 1, preds("p"))
+}
+
+// A batch document without expected_players must not complete on its first
+// completion: completions wait (5xx) until the document has it.
+func TestBatchWithoutExpectedPlayersWaits(t *testing.T) {
+	e := env(t, batch.ModeDualSubReads, nil, nil)
+	sub := e.Sub(topic)
+	ref := e.App.FS.Collection(batch.Collection).Doc("noexp")
+	if _, err := ref.Create(context.Background(), map[string]any{"batch_id": "noexp", "game_date": gameDate,
+		"is_complete": false, "start_time": e.Clock.Now(), "correlation_id": "corr-noexp"}); err != nil {
+		t.Fatal(err)
+	}
+	if c := e.PushOnce(entry, "m1", completion("noexp", "p1")); c != 500 {
+		t.Fatalf("completion of a batch without expected_players: status %d, want 500", c)
+	}
+	if _, err := ref.Update(context.Background(), []firestore.Update{{Path: "expected_players", Value: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if c := e.PushOnce(entry, "m1", completion("noexp", "p1")); c >= 300 {
+		t.Fatalf("redelivery once expected_players is set: status %d", c)
+	}
+	one(t, completions(t, sub.Drain(t, time.Second)), "noexp", "success", 1, preds("p1"))
 }

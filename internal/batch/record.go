@@ -198,6 +198,17 @@ func (t *Tracker) meta(ctx context.Context, batchID string, mode Mode) (*meta, e
 		return nil, err
 	}
 	st := tl.st
+	if st.expected <= 0 {
+		// Without expected_players every completion would complete the
+		// batch. The coordinator writes it with the batch; until a document
+		// has it, completions wait (5xx), as for a batch not created yet.
+		err := errs.E(errs.Transient, "batch_without_expected_players",
+			fmt.Errorf("prediction_batches/%s has no positive expected_players", docid.Encode(batchID)))
+		m.err = err
+		close(m.ready)
+		t.cache.drop(key, m)
+		return nil, err
+	}
 	m.batchID, m.mode, m.expected = batchID, mode, st.expected
 	m.gameDate, m.corrID = st.gameDate, st.corrID
 	_, arrayDual := tl.shardSum()
