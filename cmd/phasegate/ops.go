@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -44,7 +45,7 @@ func statusCmd() *cobra.Command {
 		Use:   "status --date YYYY-MM-DD[,…]",
 		Short: "Show every phase gate of the given game dates",
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ds, err := status.ParseDates(dates)
+			ds, err := status.ParseDates(dates, time.Now())
 			if err != nil {
 				return usagef("--date: %v", err)
 			}

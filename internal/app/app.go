@@ -131,7 +131,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*App, error) {
 	}
 	a.Sweeper.Batches = batch.ForSweep{T: a.Batches}
 	a.handle("Sweep", a.Edge.Handler("Sweep", a.Sweeper.Handle))
-	a.Status = &status.Reader{FS: fs, Phases: cfg.Phases}
+	a.Status = &status.Reader{FS: fs, Phases: cfg.Phases, Clock: o.Clock}
 	a.handle("Status", a.Status.Handler(func(ctx context.Context, id string) (any, bool, error) {
 		st, err := a.Batches.Status(ctx, id)
 		if errors.Is(err, batch.ErrNotFound) {

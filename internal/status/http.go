@@ -42,7 +42,7 @@ func (r *Reader) Handler(batch BatchStatus) http.Handler {
 			}
 			v = b
 		case q.Get("date") != "":
-			dates, err := ParseDates(q.Get("date"))
+			dates, err := ParseDates(q.Get("date"), r.Clock.Now())
 			if err != nil {
 				http.Error(w, err.Error(), http.StatusBadRequest)
 				return
@@ -70,13 +70,13 @@ func (r *Reader) Handler(batch BatchStatus) http.Handler {
 }
 
 // ParseDates reads a comma-separated list of game dates; "today" is New
-// York's.
-func ParseDates(s string) ([]gamedate.Date, error) {
+// York's at now.
+func ParseDates(s string, now time.Time) ([]gamedate.Date, error) {
 	var out []gamedate.Date
 	for _, part := range strings.Split(s, ",") {
 		part = strings.TrimSpace(part)
 		if part == "today" {
-			out = append(out, gamedate.Today(time.Now()))
+			out = append(out, gamedate.Today(now))
 			continue
 		}
 		d, err := gamedate.Parse(part)

@@ -12,6 +12,7 @@ import (
 
 	"cloud.google.com/go/firestore"
 
+	"github.com/phasegate/phasegate/internal/clock"
 	"github.com/phasegate/phasegate/internal/config"
 	"github.com/phasegate/phasegate/internal/gamedate"
 )
@@ -48,6 +49,7 @@ type Date struct {
 type Reader struct {
 	FS     *firestore.Client
 	Phases []config.Phase
+	Clock  clock.Clock // "today"
 }
 
 // Dates reads every phase of each date in one batched read.

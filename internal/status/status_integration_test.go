@@ -31,6 +31,9 @@ func TestStatus(t *testing.T) {
 	e.Deliver("Phase3To4", "m2", apptest.Completion("MysteryProcessor", "2026-01-19", "success"))
 	h, _ := e.App.Handler("Status")
 	w := get(t, h, "/Status?date=2026-01-19,2026-01-18", "")
+	if today := get(t, h, "/Status?date=today", ""); !strings.Contains(today.Body.String(), `"game_date": "2026-01-20"`) {
+		t.Fatalf("today (the fake clock's New York date) = %s", today.Body)
+	}
 	if w.Code != 200 {
 		t.Fatalf("status %d: %s", w.Code, w.Body)
 	}
