@@ -227,25 +227,7 @@ func (g *Gate) run(ctx context.Context, date gamedate.Date, ev *event, src Sourc
 	}
 	g.afterRecord(ctx, date, ev, plan)
 	if plan.claimed {
-		out, err := g.publishAndConfirm(ctx, date, ref, after, out)
-		if err == nil {
-			// A late_arrival trigger may be the gate's last write: the
-			// partial trigger's alert is resolved now or never.
-			confirmed := *after
-			confirmed.state = statePublished
-			g.resolveIfHealed(ctx, date, ref, &confirmed)
-			if g.phase.LateArrival && confirmed.partial && confirmed.allComplete(g.phase) {
-				// This call resumed a partial trigger that everything has
-				// since arrived for: the late_arrival generation is owed
-				// now, and the sweep no longer visits a confirmed gate.
-				more, err := g.run(ctx, date, nil, src, nil)
-				if more.TriggerID != "" {
-					out.TriggerID, out.Reason, out.Missing = more.TriggerID, more.Reason, more.Missing
-				}
-				return out, err
-			}
-		}
-		return out, err
+		return g.finishClaim(ctx, date, ref, after, out, src)
 	}
 	if after.liveClaim(g.Clock.Now()) && ev != nil {
 		// Someone else is publishing. Do not ack yet: if that attempt dies,
@@ -254,6 +236,31 @@ func (g *Gate) run(ctx context.Context, date gamedate.Date, ev *event, src Sourc
 	}
 	g.resolveIfHealed(ctx, date, ref, after)
 	return out, nil
+}
+
+// finishClaim publishes and confirms the trigger this evaluation claimed,
+// then settles what a confirmed trigger can leave owed: the confirm may be
+// the gate's last write, and the sweep no longer visits a confirmed gate.
+func (g *Gate) finishClaim(ctx context.Context, date gamedate.Date, ref *firestore.DocumentRef, claimed *docState, out Outcome, src Source) (Outcome, error) {
+	out, err := g.publishAndConfirm(ctx, date, ref, claimed, out)
+	if err != nil {
+		return out, err
+	}
+	confirmed := *claimed
+	confirmed.state = statePublished
+	// A late_arrival trigger's confirm resolves the partial one's alert.
+	g.resolveIfHealed(ctx, date, ref, &confirmed)
+	if !g.phase.LateArrival || !confirmed.partial || !confirmed.allComplete(g.phase) {
+		return out, nil
+	}
+	// This resumed a partial trigger that everything has since arrived for:
+	// the late_arrival generation is owed now. It is not partial, so this
+	// recursion ends.
+	more, err := g.run(ctx, date, nil, src, nil)
+	if more.TriggerID != "" {
+		out.TriggerID, out.Reason, out.Missing = more.TriggerID, more.Reason, more.Missing
+	}
+	return out, err
 }
 
 func (g *Gate) read(ctx context.Context, ref, key *firestore.DocumentRef) ([]*firestore.DocumentSnapshot, error) {
