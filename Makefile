@@ -5,7 +5,7 @@ PHASEGATE := $(GO) run ./cmd/phasegate
 # One emulator pair for the whole run; packages isolate state by project id.
 WITH_EMULATORS := $(PHASEGATE) emulators --
 
-.PHONY: test demo unit bench bench-gate vet fuzz-smoke serve
+.PHONY: test demo unit bench-gate vet serve
 
 ## test: vet, then unit and integration tests against the real emulators
 test: vet
@@ -17,7 +17,8 @@ demo:
 
 ## unit: only tests that need no emulator
 unit:
-	$(GO) test -count=1 ./internal/clock/... ./internal/config/... ./internal/completion/... ./internal/rules/... ./internal/docid/... ./internal/dedup/... ./internal/envelope/...
+	$(GO) test -count=1 ./internal/config/ ./internal/completion/ ./internal/rules/ ./internal/docid/ \
+		./internal/dedup/ ./internal/envelope/ ./internal/errs/ ./internal/logging/ ./internal/bus/ ./internal/slacktest/
 
 vet:
 	$(GO) vet ./...
