@@ -266,13 +266,18 @@ func (c *cache) get(key string) (*meta, bool) {
 	m, ok := c.m[key]
 	if !ok {
 		if len(c.m) >= c.max {
-			for k, v := range c.m { // drop finished batches first, then anything
-				if v.isComplete() || len(c.m) >= c.max {
+			// Finished batches first; an open one only if that is not enough
+			// (its next completion reads the batch document again).
+			for k, v := range c.m {
+				if v.isComplete() {
 					delete(c.m, k)
 				}
-				if len(c.m) < c.max/2 {
+			}
+			for k := range c.m {
+				if len(c.m) < c.max {
 					break
 				}
+				delete(c.m, k)
 			}
 		}
 		m = &meta{ready: make(chan struct{})}

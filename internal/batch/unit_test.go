@@ -167,3 +167,24 @@ func TestMarkCompleteExactBatch(t *testing.T) {
 		t.Fatal(`marking batch "b" complete marked batch "b\x00x" complete too`)
 	}
 }
+
+// A full cache evicts finished batches before open ones.
+func TestCacheEvictsFinishedFirst(t *testing.T) {
+	c := newCache(4)
+	for i := range 4 {
+		m, _ := c.get(fmt.Sprint("k", i))
+		close(m.ready)
+		if i%2 == 0 {
+			m.setComplete()
+		}
+	}
+	c.get("k4")
+	for _, k := range []string{"k1", "k3", "k4"} {
+		if _, ok := c.m[k]; !ok {
+			t.Errorf("open entry %s was evicted", k)
+		}
+	}
+	if len(c.m) > 4 {
+		t.Fatalf("cache holds %d entries, max 4", len(c.m))
+	}
+}
