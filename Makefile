@@ -18,7 +18,7 @@ demo:
 ## unit: only tests that need no emulator
 unit:
 	$(GO) test -count=1 ./internal/config/ ./internal/completion/ ./internal/rules/ ./internal/docid/ \
-		./internal/dedup/ ./internal/envelope/ ./internal/errs/ ./internal/logging/ ./internal/bus/ ./internal/slacktest/
+		./internal/dedup/ ./internal/envelope/ ./internal/errs/ ./internal/gamedate/ ./internal/logging/ ./internal/bus/ ./internal/slacktest/
 
 vet:
 	$(GO) vet ./...
