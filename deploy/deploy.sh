@@ -21,13 +21,13 @@ for t in "${topics[@]}"; do
 done
 
 common=(--gen2 --runtime go126 --region "$REGION" --project "$PROJECT" --source .
-  --memory 512Mi --timeout 120s --retry)
+  --memory 512Mi --timeout 120s)
 [ -n "$ENV_FILE" ] && common+=(--env-vars-file "$ENV_FILE")
 [ -n "${SERVICE_ACCOUNT:-}" ] && common+=(--service-account "$SERVICE_ACCOUNT")
 
 deploy_topic() { # entry point, trigger topic, max instances
   gcloud functions deploy "$(echo "$1" | tr 'A-Z' 'a-z')" --entry-point "$1" \
-    --trigger-topic "$2" --max-instances "$3" "${common[@]}"
+    --trigger-topic "$2" --max-instances "$3" --retry "${common[@]}"
 }
 deploy_topic Phase2To3 nba-phase2-raw-complete 20
 deploy_topic Phase3To4 nba-phase3-analytics-complete 20
@@ -37,7 +37,7 @@ deploy_topic Sweep orchestrator-sweep 2
 
 for ep in Status Health; do
   gcloud functions deploy "$(echo "$ep" | tr 'A-Z' 'a-z')" --entry-point "$ep" --trigger-http \
-    --no-allow-unauthenticated "${common[@]/--retry/}"
+    --no-allow-unauthenticated "${common[@]}"
 done
 
 # The sweep: every 5 minutes. Scheduler is at-least-once; the sweep is safe to race.
