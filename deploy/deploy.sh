@@ -25,9 +25,23 @@ common=(--gen2 --runtime go126 --region "$REGION" --project "$PROJECT" --source 
 [ -n "$ENV_FILE" ] && common+=(--env-vars-file "$ENV_FILE")
 [ -n "${SERVICE_ACCOUNT:-}" ] && common+=(--service-account "$SERVICE_ACCOUNT")
 
+# Each Pub/Sub-triggered function retries 5xx (--retry); its Eventarc
+# subscription gets a dead-letter policy so that a message no redelivery can
+# finish (a batch that never appears) ends on orchestrator-dead-letter. The
+# Pub/Sub service agent needs roles/pubsub.publisher on that topic and
+# roles/pubsub.subscriber on the subscription.
 deploy_topic() { # entry point, trigger topic, max instances
-  gcloud functions deploy "$(echo "$1" | tr 'A-Z' 'a-z')" --entry-point "$1" \
+  local name
+  name=$(echo "$1" | tr 'A-Z' 'a-z')
+  gcloud functions deploy "$name" --entry-point "$1" \
     --trigger-topic "$2" --max-instances "$3" --retry "${common[@]}"
+  local trigger sub
+  trigger=$(gcloud functions describe "$name" --gen2 --region "$REGION" --project "$PROJECT" --format='value(eventTrigger.trigger)')
+  sub=$(gcloud eventarc triggers describe "${trigger##*/}" --location "$REGION" --project "$PROJECT" \
+    --format='value(transport.pubsub.subscription)')
+  gcloud pubsub subscriptions update "$sub" --project "$PROJECT" \
+    --dead-letter-topic orchestrator-dead-letter --max-delivery-attempts 20 \
+    --min-retry-delay 10s --max-retry-delay 600s
 }
 deploy_topic Phase2To3 nba-phase2-raw-complete 20
 deploy_topic Phase3To4 nba-phase3-analytics-complete 20
