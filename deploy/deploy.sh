@@ -32,7 +32,7 @@ common=(--gen2 --runtime go126 --region "$REGION" --project "$PROJECT" --source 
 # roles/pubsub.subscriber on the subscription.
 deploy_topic() { # entry point, trigger topic, max instances
   local name
-  name=$(echo "$1" | tr 'A-Z' 'a-z')
+  name=$(echo "$1" | tr '[:upper:]' '[:lower:]')
   gcloud functions deploy "$name" --entry-point "$1" \
     --trigger-topic "$2" --max-instances "$3" --retry "${common[@]}"
   local trigger sub
@@ -50,7 +50,7 @@ deploy_topic PredictionCompletions prediction-ready-prod 100
 deploy_topic Sweep orchestrator-sweep 2
 
 for ep in Status Health; do
-  gcloud functions deploy "$(echo "$ep" | tr 'A-Z' 'a-z')" --entry-point "$ep" --trigger-http \
+  gcloud functions deploy "$(echo "$ep" | tr '[:upper:]' '[:lower:]')" --entry-point "$ep" --trigger-http \
     --no-allow-unauthenticated "${common[@]}"
 done
 
