@@ -67,6 +67,9 @@ type Sweep struct {
 	LookBack    time.Duration `yaml:"look_back"`
 	MaxItems    int           `yaml:"max_items"`
 	Concurrency int           `yaml:"concurrency"`
+	// FlushBudget bounds the alert outbox's share of a sweep, so that a
+	// Slack outage cannot hold the sweep past its function's timeout.
+	FlushBudget time.Duration `yaml:"flush_budget"`
 }
 
 // Alerts configures Slack delivery.
@@ -318,6 +321,7 @@ func (c *Config) Validate() error {
 	}
 	positive("idempotency.ttl (DEDUP_TTL_DAYS)", c.Idempotency.TTL)
 	positive("sweep.look_back", c.Sweep.LookBack)
+	positive("sweep.flush_budget", c.Sweep.FlushBudget)
 	if c.Sweep.MaxItems < 1 {
 		bad("sweep.max_items", "must be at least 1")
 	}

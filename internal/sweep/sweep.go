@@ -135,7 +135,9 @@ func (s *Sweeper) Run(ctx context.Context) (Report, error) {
 			r.Batches = br.String()
 		}
 	}
-	n, err := s.Alerts.Flush(ctx)
+	fctx, cancel := context.WithTimeout(ctx, s.Cfg.FlushBudget)
+	n, err := s.Alerts.Flush(fctx)
+	cancel()
 	r.Alerts = n
 	if err != nil {
 		s.Log.WarnContext(ctx, "alert outbox flush failed", "error", err.Error())
