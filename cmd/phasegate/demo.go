@@ -162,8 +162,9 @@ func runDemo(ctx context.Context, out io.Writer, verbose bool) error {
 		if id == "" {
 			id = fmt.Sprintf("demo-%d", i)
 		}
+		var batchResult string
 		if s.ep == "PredictionCompletions" {
-			if err := runBatch(ctx, a, base, at, out); err != nil {
+			if batchResult, err = runBatch(ctx, a, base, at); err != nil {
 				return err
 			}
 		}
@@ -176,7 +177,7 @@ func runDemo(ctx context.Context, out io.Writer, verbose bool) error {
 		event, result := "", ""
 		switch s.ep {
 		case "PredictionCompletions":
-			event, result = demoBatchID, fmt.Sprintf("%d completions, 1 duplicate", len(demoPlayers))
+			event, result = demoBatchID, batchResult
 		default:
 			code, err := post(ctx, base+"/"+s.ep, id, body)
 			if err != nil {
@@ -230,25 +231,35 @@ func runDemo(ctx context.Context, out io.Writer, verbose bool) error {
 const demoBatchID = "batch_2026-01-19_1768892400"
 
 // runBatch creates the batch as the running coordinator does, then sends
-// every worker's completion, the first one twice.
-func runBatch(ctx context.Context, a *app.App, base string, at time.Time, out io.Writer) error {
+// every worker's completion, the first one twice, and says how each was
+// answered.
+func runBatch(ctx context.Context, a *app.App, base string, at time.Time) (string, error) {
 	_, err := a.FS.Collection("prediction_batches").Doc(demoBatchID).Create(ctx, map[string]any{
 		"batch_id": demoBatchID, "game_date": gameDate, "expected_players": len(demoPlayers),
 		"completed_players": []string{}, "total_predictions": 0, "is_complete": false,
 		"start_time": at, "updated_at": at, "correlation_id": "night-" + gameDate,
 	})
 	if err != nil {
-		return fmt.Errorf("demo: create batch: %w", err)
+		return "", fmt.Errorf("demo: create batch: %w", err)
 	}
-	for i, p := range append(demoPlayers, demoPlayers[0]) {
+	answers := map[int]int{}
+	// The second push is Pub/Sub redelivering the first.
+	order := append([]int{0}, make([]int, len(demoPlayers))...)
+	for i := range demoPlayers {
+		order[i+1] = i
+	}
+	for _, i := range order {
+		p := demoPlayers[i]
 		body := map[string]any{"player_lookup": p, "game_date": gameDate, "predictions_generated": 5,
 			"batch_id": demoBatchID, "timestamp": at.UTC().Format(time.RFC3339), "worker_instance": fmt.Sprintf("worker-%d", i%3)}
-		id := fmt.Sprintf("worker-%d", i%len(demoPlayers)) // the last is a redelivery of the first
-		if code, err := post(ctx, base+"/PredictionCompletions", id, body); err != nil || code >= 300 {
-			return fmt.Errorf("demo: completion of %s: status %d, %v", p, code, err)
+		id := fmt.Sprintf("worker-%d", i)
+		code, err := post(ctx, base+"/PredictionCompletions", id, body)
+		if err != nil || code >= 300 {
+			return "", fmt.Errorf("demo: completion of %s: status %d, %v", p, code, err)
 		}
+		answers[code]++
 	}
-	return nil
+	return fmt.Sprintf("%d recorded (HTTP 204), %d duplicate (HTTP 200)", answers[http.StatusNoContent], answers[http.StatusOK]), nil
 }
 
 // post delivers a Pub/Sub push request, as a push subscription would.

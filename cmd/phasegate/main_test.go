@@ -106,7 +106,7 @@ func TestDemo(t *testing.T) {
 	if err := runDemo(context.Background(), &out, false); err != nil {
 		t.Fatalf("demo: %v\n%s", err, out.String())
 	}
-	for _, want := range []string{"deadline_exceeded", "critical_plus_majority_60pct", "all_complete", "duplicate", "status=success players=10/10", "the day ended as expected"} {
+	for _, want := range []string{"deadline_exceeded", "critical_plus_majority_60pct", "all_complete", "duplicate", "10 recorded (HTTP 204), 1 duplicate (HTTP 200)", "status=success players=10/10", "the day ended as expected"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("demo output lacks %q", want)
 		}
