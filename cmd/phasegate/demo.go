@@ -243,10 +243,9 @@ func runBatch(ctx context.Context, a *app.App, base string, at time.Time) (strin
 		return "", fmt.Errorf("demo: create batch: %w", err)
 	}
 	answers := map[int]int{}
-	// The second push is Pub/Sub redelivering the first.
-	order := append([]int{0}, make([]int, len(demoPlayers))...)
+	order := []int{0} // the second push is Pub/Sub redelivering the first
 	for i := range demoPlayers {
-		order[i+1] = i
+		order = append(order, i)
 	}
 	for _, i := range order {
 		p := demoPlayers[i]
