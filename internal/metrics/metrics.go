@@ -4,7 +4,6 @@
 package metrics
 
 import (
-	"maps"
 	"sync"
 	"sync/atomic"
 )
@@ -44,5 +43,5 @@ func (r *Registry) Snapshot() map[string]int64 {
 		out[k.(string)] = v.(*atomic.Int64).Load()
 		return true
 	})
-	return maps.Clone(out)
+	return out
 }
