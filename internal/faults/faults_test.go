@@ -261,13 +261,7 @@ var table = []scenario{
 			"after it, the redelivery or the sweep publishes the claimed message once",
 		ep: "Phase4To5",
 		act: func(r *rig) {
-			for _, p := range phase4[:4] {
-				r.deliver("m-"+p, completion(p, "success"), 1)
-			}
-			r.crash.arm(gate.StepAfterCommit, 1)
-			if c := r.once("m-last", completion(phase4[4], "success")); c != 500 {
-				r.t.Errorf("crashing attempt answered %d, want 500", c)
-			}
+			crashOnLast(r, gate.StepAfterCommit)
 			if c := r.once("m-last", completion(phase4[4], "success")); c != 500 {
 				r.t.Errorf("redelivery inside the lease answered %d, want 500 (trigger in flight, not a duplicate)", c)
 			}
@@ -288,13 +282,7 @@ var table = []scenario{
 			"byte-identical copies with one trigger_id, and the gate confirms once",
 		ep: "Phase4To5",
 		act: func(r *rig) {
-			for _, p := range phase4[:4] {
-				r.deliver("m-"+p, completion(p, "success"), 1)
-			}
-			r.crash.arm(gate.StepAfterPublish, 1)
-			if c := r.once("m-last", completion(phase4[4], "success")); c != 500 {
-				r.t.Errorf("crashing attempt answered %d, want 500", c)
-			}
+			crashOnLast(r, gate.StepAfterPublish)
 		},
 		completed: phase4Names,
 		triggers:  map[string]int{id1("phase4_to_phase5"): 2},
@@ -451,5 +439,17 @@ func TestReliabilityDoc(t *testing.T) {
 		if !strings.Contains(string(b), row) {
 			t.Errorf("docs/reliability.md lacks the row\n%s", row)
 		}
+	}
+}
+
+// crashOnLast delivers four of phase 4's processors, then the fifth with a
+// crash armed at step: the attempt that would trigger dies there.
+func crashOnLast(r *rig, step string) {
+	for _, p := range phase4[:4] {
+		r.deliver("m-"+p, completion(p, "success"), 1)
+	}
+	r.crash.arm(step, 1)
+	if c := r.once("m-last", completion(phase4[4], "success")); c != 500 {
+		r.t.Errorf("crashing attempt answered %d, want 500", c)
 	}
 }
