@@ -25,6 +25,11 @@ import (
 // than making every request wait out its retry budget.
 var ErrBreakerOpen = errors.New("alert: circuit breaker open")
 
+// ErrNotAsked is returned (wrapped, with ErrBreakerOpen) when Post never
+// reached Slack because its breaker refused every try: the outbox does not
+// count that as an attempt.
+var ErrNotAsked = errors.New("alert: slack not asked")
+
 // ErrRejected is returned (wrapped) when Slack refused the message with a
 // 4xx other than 429: the same request can never succeed, so it is not
 // retried.
@@ -158,6 +163,13 @@ func (n *Notifier) Breakers() map[string]string {
 	return out
 }
 
+// Refuses reports whether a would be refused without asking Slack, because
+// its route's breaker is open.
+func (n *Notifier) Refuses(a Alert) bool {
+	_, r := n.route(a)
+	return r != nil && r.breaker.State() == gobreaker.StateOpen
+}
+
 func (n *Notifier) route(a Alert) (Severity, *route) {
 	s := a.Severity
 	if a.Resolved {
@@ -172,7 +184,7 @@ func (n *Notifier) route(a Alert) (Severity, *route) {
 // message or, when no webhook is configured, once it is logged.
 func (n *Notifier) Post(ctx context.Context, a Alert) error {
 	sev, r := n.route(a)
-	attrs := []any{"alert_key", a.Key, "severity", sev.String(), "resolved", a.Resolved}
+	attrs := []any{"alert_key", a.Key, "alert_severity", sev.String(), "resolved", a.Resolved}
 	if r == nil {
 		n.m.Inc("alerts.logged_only")
 		n.log.Log(ctx, logLevel(a), "alert (no Slack webhook configured): "+a.Title, append(attrs,
@@ -186,7 +198,7 @@ func (n *Notifier) Post(ctx context.Context, a Alert) error {
 		n.m.Inc("alerts.breaker_open")
 		n.m.Inc("alerts.failed")
 		n.log.WarnContext(ctx, "alert not sent: slack circuit breaker open", attrs...)
-		return fmt.Errorf("%w (%s)", ErrBreakerOpen, r.name)
+		return fmt.Errorf("%w: %w (%s)", ErrNotAsked, ErrBreakerOpen, r.name)
 	}
 
 	deadline := time.Now().Add(n.cfg.MaxElapsed)
@@ -200,6 +212,7 @@ func (n *Notifier) Post(ctx context.Context, a Alert) error {
 	exp := retry.WithCappedDuration(maxBackoff, retry.WithJitterPercent(jitterPercent, retry.NewExponential(n.retryBase)))
 	var (
 		attempt    int
+		asked      bool
 		retryAfter time.Duration
 		lastErr    error
 	)
@@ -224,7 +237,7 @@ func (n *Notifier) Post(ctx context.Context, a Alert) error {
 		}
 		n.m.Inc("alerts.attempt")
 		start := time.Now()
-		err := n.attempt(ctx, r, msg, deadline)
+		err := n.attempt(ctx, r, msg, deadline, &asked)
 		lastErr = err
 		if err == nil {
 			n.log.InfoContext(ctx, "alert sent to slack", append(attrs, "attempt", attempt, "took", time.Since(start).String())...)
@@ -269,12 +282,16 @@ func (n *Notifier) Post(ctx context.Context, a Alert) error {
 	}
 	n.m.Inc("alerts.failed")
 	n.log.ErrorContext(ctx, "alert not delivered to slack", append(attrs, "attempts", attempt, "error", err.Error())...)
+	if !asked && errors.Is(err, ErrBreakerOpen) {
+		return fmt.Errorf("alert %q: %w: %w", a.Key, ErrNotAsked, err)
+	}
 	return fmt.Errorf("alert %q: %w", a.Key, err)
 }
 
 // attempt is one POST, paced by the route's limiter and any Retry-After
 // Slack gave, and guarded by its breaker.
-func (n *Notifier) attempt(ctx context.Context, r *route, msg *slack.WebhookMessage, deadline time.Time) error {
+// asked is set once a request has gone to Slack.
+func (n *Notifier) attempt(ctx context.Context, r *route, msg *slack.WebhookMessage, deadline time.Time, asked *bool) error {
 	if until := r.blocked(); !until.IsZero() {
 		if until.After(deadline) {
 			return &slack.RateLimitedError{RetryAfter: time.Until(until).Round(time.Second)}
@@ -287,6 +304,7 @@ func (n *Notifier) attempt(ctx context.Context, r *route, msg *slack.WebhookMess
 		return err
 	}
 	_, err := r.breaker.Execute(func() (struct{}, error) {
+		*asked = true
 		err := slack.PostWebhookCustomHTTPContext(ctx, r.url, n.client, msg)
 		if err != nil && ctx.Err() != nil {
 			err = budgetError{err}
@@ -357,7 +375,8 @@ func withDefaults(cfg config.Alerts) config.Alerts {
 	for _, d := range []struct {
 		v   *time.Duration
 		def time.Duration
-	}{{&cfg.SendBudget, 8 * time.Second}, {&cfg.MaxElapsed, 30 * time.Second}, {&cfg.RequestTimeout, 5 * time.Second}} {
+	}{{&cfg.SendBudget, 8 * time.Second}, {&cfg.MaxElapsed, 30 * time.Second}, {&cfg.RequestTimeout, 5 * time.Second},
+		{&cfg.KeepFor, 24 * time.Hour}} {
 		if *d.v <= 0 {
 			*d.v = d.def
 		}

@@ -25,7 +25,7 @@ const Collection = "orchestrator_alerts"
 const (
 	StatePending = "pending" // recorded, not known to be delivered
 	StateSent    = "sent"    // Slack accepted it (or it was logged)
-	StateFailed  = "failed"  // given up after MaxFlushAttempts sweeps
+	StateFailed  = "failed"  // Slack kept refusing it for alerts.keep_for
 	StateSkipped = "skipped" // resolve of an alert that was never delivered
 )
 
@@ -33,10 +33,12 @@ const (
 	// DefaultFlushLimit bounds one Flush so that a backlog cannot hold a
 	// sweep past its own deadline.
 	DefaultFlushLimit = 50
-	// MaxFlushAttempts is how many sweeps try one message before it is
-	// marked failed; at one sweep every 5 minutes that is about an hour, and
-	// it keeps a message Slack always refuses from being posted forever.
-	MaxFlushAttempts = 12
+	// A message Slack did not take waits flushBackoffBase after its first
+	// failed sweep, twice as long after each further one, at most
+	// flushBackoffMax: an outage of hours costs a few requests per alert,
+	// and the first sweep after Slack is back still finds it within the hour.
+	flushBackoffBase = 5 * time.Minute
+	flushBackoffMax  = time.Hour
 	// leaseMargin lengthens every claim beyond the sender's own time bound,
 	// to cover Firestore latency and clock skew between instances: a sweep
 	// must not take over a message its sender may still deliver.
@@ -48,9 +50,12 @@ const (
 )
 
 // Service sends each alert key at most once, and its resolved follow-up at
-// most once, across every instance. Its methods never return errors that
-// could fail an orchestration event: a lost or late alert is logged and
-// counted, and what could not be delivered is left for Flush.
+// most once, across every instance. Slack's failures never reach the caller:
+// what could not be delivered is left for Flush, kept until Slack takes it.
+// The one error Raise and Resolve return is that the alert could not be
+// recorded: the caller must then fail its event (or the sweep its pass) so
+// that a retry raises the alert again, because an unrecorded alert is
+// neither sent nor waiting.
 type Service struct {
 	fs         *firestore.Client
 	coll       *firestore.CollectionRef
@@ -61,6 +66,10 @@ type Service struct {
 	m          *metrics.Registry
 	flushLimit int
 }
+
+// ErrNotRecorded is returned (wrapped) by Raise and Resolve when Firestore
+// did not take the alert's record.
+var ErrNotRecorded = errors.New("alert: not recorded")
 
 // NewService returns a Service recording alerts in fs's orchestrator_alerts.
 func NewService(fs *firestore.Client, n *Notifier, clk clock.Clock, cfg config.Alerts, log *slog.Logger, m *metrics.Registry) *Service {
@@ -95,6 +104,8 @@ type record struct {
 	ResolveDetail string    `firestore:"resolve_detail"`
 	SendingUntil  time.Time `firestore:"sending_until"`
 	Attempts      int64     `firestore:"attempts"`
+	CreatedAt     time.Time `firestore:"created_at"`
+	ResolveAt     time.Time `firestore:"resolve_requested_at"`
 }
 
 func (r record) alert() Alert {
@@ -137,14 +148,15 @@ func (s *Service) now() time.Time { return s.clk.Now().UTC() }
 // Raise records a and sends it unless an alert with a.Key was raised before.
 // The Create decides which of several concurrent raisers sends; the winner
 // holds a lease (sending_until) for its send budget so that Flush leaves it
-// alone meanwhile.
-func (s *Service) Raise(ctx context.Context, a Alert) {
+// alone meanwhile. It returns an error wrapping ErrNotRecorded only when the
+// record could not be written.
+func (s *Service) Raise(ctx context.Context, a Alert) error {
 	a.Resolved = false
-	log := s.log.With("alert_key", a.Key, "severity", a.Severity.String())
+	log := s.log.With("alert_key", a.Key, "alert_severity", a.Severity.String())
 	if a.Key == "" {
 		s.m.Inc("alerts.invalid")
 		log.ErrorContext(ctx, "alert without a key dropped", "title", a.Title)
-		return
+		return nil
 	}
 	now := s.now()
 	ref := s.coll.Doc(DocID(a.Key))
@@ -159,51 +171,60 @@ func (s *Service) Raise(ctx context.Context, a Alert) {
 	case status.Code(err) == codes.AlreadyExists:
 		s.m.Inc("alerts.suppressed_duplicate")
 		log.InfoContext(ctx, "alert already raised; not sent again")
-		return
+		return nil
 	case err != nil:
 		// Sending without a record could repeat the alert on every
-		// redelivery of the event; the event's own retry raises it again.
+		// redelivery of the event; the caller's retry raises it again.
 		s.m.Inc("alerts.store_failed")
-		log.ErrorContext(ctx, "alert not recorded, so not sent", "error", err.Error())
-		return
+		log.ErrorContext(ctx, "alert not recorded, so not sent; the caller retries", "error", err.Error())
+		return fmt.Errorf("%w: %s: %w", ErrNotRecorded, a.Key, err)
 	}
 	s.m.Inc("alerts.raised")
+	log.InfoContext(ctx, "alert raised", "alert_event", "raised", "title", a.Title, "game_date", a.GameDate,
+		"phase", a.Phase, "reason", a.Reason)
 	s.sendAndMark(ctx, ref, a, raise, log)
+	return nil
 }
 
 // Resolve sends the short follow-up for the alert a.Key names, once, and only
 // if that alert was raised. The open → resolving transition is written with
 // an update-time precondition, so of two resolvers only one goes on to send.
 // If the alert itself is still undelivered, its follow-up waits for Flush,
-// which keeps them in order.
-func (s *Service) Resolve(ctx context.Context, a Alert) {
+// which keeps them in order. Like Raise, it fails only when the request
+// could not be recorded.
+func (s *Service) Resolve(ctx context.Context, a Alert) error {
 	log := s.log.With("alert_key", a.Key)
 	if a.Key == "" {
-		return
+		return nil
 	}
 	ref := s.coll.Doc(DocID(a.Key))
+	notRecorded := func(err error) error {
+		s.m.Inc("alerts.store_failed")
+		log.ErrorContext(ctx, "alert resolve not recorded; the caller retries", "error", err.Error())
+		return fmt.Errorf("%w: resolve %s: %w", ErrNotRecorded, a.Key, err)
+	}
 	for try := 0; try < 5; try++ {
 		snap, err := ref.Get(ctx)
 		if status.Code(err) == codes.NotFound {
 			s.m.Inc("alerts.resolve_unraised")
 			log.DebugContext(ctx, "resolve of an alert never raised ignored")
-			return
+			return nil
 		}
 		if err != nil {
-			s.m.Inc("alerts.store_failed")
-			log.ErrorContext(ctx, "alert resolve not recorded", "error", err.Error())
-			return
+			return notRecorded(err)
 		}
 		var rec record
 		if err := snap.DataTo(&rec); err != nil {
+			// A document this version cannot read will not become readable
+			// by retrying.
 			s.m.Inc("alerts.store_failed")
 			log.ErrorContext(ctx, "alert document unreadable", "error", err.Error())
-			return
+			return nil
 		}
 		if rec.ResolveState != "" {
 			s.m.Inc("alerts.suppressed_duplicate")
 			log.InfoContext(ctx, "alert already resolved; not sent again", "resolve_state", rec.ResolveState)
-			return
+			return nil
 		}
 		now := s.now()
 		state := StatePending
@@ -225,19 +246,18 @@ func (s *Service) Resolve(ctx context.Context, a Alert) {
 			continue // changed under us: read again and decide again
 		}
 		if err != nil {
-			s.m.Inc("alerts.store_failed")
-			log.ErrorContext(ctx, "alert resolve not recorded", "error", err.Error())
-			return
+			return notRecorded(err)
 		}
+		s.m.Inc("alerts.resolved")
+		log.InfoContext(ctx, "alert resolved", "alert_event", "resolved", "alert_severity", rec.Severity, "state", rec.State)
 		if !sendNow {
 			log.InfoContext(ctx, "alert resolve recorded; follow-up left for the sweep", "state", rec.State)
-			return
+			return nil
 		}
 		s.sendAndMark(ctx, ref, rec.resolvedAlert(), resolve, log)
-		return
+		return nil
 	}
-	s.m.Inc("alerts.store_failed")
-	log.ErrorContext(ctx, "alert resolve gave up: document kept changing")
+	return notRecorded(errors.New("the document kept changing"))
 }
 
 // sendAndMark sends within the request's send budget and records success;
@@ -291,12 +311,16 @@ func (s *Service) mark(ctx context.Context, ref *firestore.DocumentRef, k kind) 
 	})
 }
 
-// Flush sends what requests left undelivered: documents whose lease
-// (sending_until) has expired, oldest first, at most DefaultFlushLimit per
+// Flush sends what requests left undelivered: documents whose
+// sending_until has passed, oldest first, at most DefaultFlushLimit per
 // call. Each is claimed with an update-time precondition before sending, so
-// two concurrent sweeps never both send one. It returns the number of
-// messages delivered; the error reports Firestore failures only, because an
-// undelivered message simply stays for the next sweep.
+// two concurrent sweeps never both send one. A message Slack did not take
+// waits longer after each failed try (flushBackoffBase doubling up to
+// flushBackoffMax); one its breaker refused without asking Slack is no
+// try at all and stays due. Nothing is given up while Slack is down: only a
+// message Slack itself kept refusing (a 4xx) for cfg.KeepFor is marked
+// failed. Flush returns the number of messages delivered; the error reports
+// Firestore failures only.
 func (s *Service) Flush(ctx context.Context) (int, error) {
 	snaps, err := s.coll.Where("sending_until", "<=", s.now()).
 		OrderBy("sending_until", firestore.Asc).Limit(s.flushLimit).Documents(ctx).GetAll()
@@ -331,7 +355,7 @@ func (s *Service) flushOne(ctx context.Context, snap *firestore.DocumentSnapshot
 		if err := snap.DataTo(&rec); err != nil {
 			return sent, fmt.Errorf("alert: decode %s: %w", ref.ID, err)
 		}
-		log := s.log.With("alert_key", rec.Key, "severity", rec.Severity)
+		log := s.log.With("alert_key", rec.Key, "alert_severity", rec.Severity)
 		now := s.now()
 		k := rec.owes()
 		if k == none || rec.SendingUntil.After(now) {
@@ -342,22 +366,18 @@ func (s *Service) flushOne(ctx context.Context, snap *firestore.DocumentSnapshot
 			}
 			return sent, nil
 		}
-		if rec.Attempts >= MaxFlushAttempts {
-			field := "state"
-			if k == resolve {
-				field = "resolve_state"
-			}
-			_, err := ref.Update(ctx, []firestore.Update{{Path: field, Value: StateFailed},
-				{Path: "sending_until", Value: firestore.Delete}}, firestore.LastUpdateTime(snap.UpdateTime))
-			if err == nil {
-				s.m.Inc("alerts.abandoned")
-				log.ErrorContext(ctx, "alert abandoned after repeated delivery failures", "message", k.String(), "attempts", rec.Attempts)
-			}
-			return sent, ignorePrecondition(err)
+		a := rec.alert()
+		if k == resolve {
+			a = rec.resolvedAlert()
 		}
-		_, err := ref.Update(ctx, []firestore.Update{
+		if s.n.Refuses(a) {
+			// Slack's breaker is open: asking would not reach Slack, so the
+			// message stays due, untouched, for the next sweep.
+			s.m.Inc("alerts.flush_breaker_open")
+			return sent, nil
+		}
+		claim, err := ref.Update(ctx, []firestore.Update{
 			{Path: "sending_until", Value: now.Add(s.cfg.MaxElapsed + leaseMargin)},
-			{Path: "attempts", Value: firestore.Increment(1)},
 		}, firestore.LastUpdateTime(snap.UpdateTime))
 		if status.Code(err) == codes.FailedPrecondition {
 			s.m.Inc("alerts.claim_lost")
@@ -367,15 +387,10 @@ func (s *Service) flushOne(ctx context.Context, snap *firestore.DocumentSnapshot
 		if err != nil {
 			return sent, fmt.Errorf("alert: claim %s: %w", ref.ID, err)
 		}
-		a := rec.alert()
-		if k == resolve {
-			a = rec.resolvedAlert()
-		}
 		// Post bounds itself by MaxElapsed, inside the lease just taken.
 		if err := s.n.Post(ctx, a); err != nil {
 			s.m.Inc("alerts.left_pending")
-			log.WarnContext(ctx, "pending alert still not delivered", "message", k.String(), "attempt", rec.Attempts+1, "error", err.Error())
-			return sent, nil
+			return sent, s.failed(ctx, ref, claim.UpdateTime, rec, k, err, log)
 		}
 		sent++
 		if err := s.mark(ctx, ref, k); err != nil {
@@ -393,6 +408,54 @@ func (s *Service) flushOne(ctx context.Context, snap *firestore.DocumentSnapshot
 		}
 	}
 	return sent, nil
+}
+
+// failed records a flush that did not deliver k: when it is due again, and
+// whether it is given up. claimed is the update time of this sweep's claim,
+// so a sweep that took the message over meanwhile wins.
+func (s *Service) failed(ctx context.Context, ref *firestore.DocumentRef, claimed time.Time, rec record, k kind, postErr error, log *slog.Logger) error {
+	now := s.now()
+	since := rec.CreatedAt
+	if k == resolve {
+		since = rec.ResolveAt
+	}
+	waited := now.Sub(since)
+	if errors.Is(postErr, ErrNotAsked) {
+		// The breaker opened under us: no try, due again at the next sweep.
+		_, err := ref.Update(ctx, []firestore.Update{{Path: "sending_until", Value: now}}, firestore.LastUpdateTime(claimed))
+		log.WarnContext(ctx, "pending alert not sent: slack circuit breaker open", "message", k.String(), "waiting_s", int64(waited.Seconds()))
+		return ignorePrecondition(err)
+	}
+	attempts := rec.Attempts + 1
+	if errors.Is(postErr, ErrRejected) && !since.IsZero() && waited >= s.cfg.KeepFor {
+		field := "state"
+		if k == resolve {
+			field = "resolve_state"
+		}
+		_, err := ref.Update(ctx, []firestore.Update{{Path: field, Value: StateFailed}, {Path: "attempts", Value: attempts},
+			{Path: "sending_until", Value: firestore.Delete}}, firestore.LastUpdateTime(claimed))
+		if err == nil {
+			s.m.Inc("alerts.abandoned")
+			log.ErrorContext(ctx, "alert abandoned: slack kept refusing it", "alert_event", "abandoned", "message", k.String(),
+				"attempts", attempts, "waiting_s", int64(waited.Seconds()), "error", postErr.Error())
+		}
+		return ignorePrecondition(err)
+	}
+	next := now.Add(flushBackoff(attempts))
+	_, err := ref.Update(ctx, []firestore.Update{{Path: "attempts", Value: attempts}, {Path: "sending_until", Value: next}},
+		firestore.LastUpdateTime(claimed))
+	log.WarnContext(ctx, "pending alert still not delivered", "message", k.String(), "attempt", attempts,
+		"waiting_s", int64(waited.Seconds()), "next_try", next.Format(time.RFC3339), "error", postErr.Error())
+	return ignorePrecondition(err)
+}
+
+// flushBackoff is how long a message waits after its n-th failed sweep.
+func flushBackoff(n int64) time.Duration {
+	d := flushBackoffBase
+	for i := int64(1); i < n && d < flushBackoffMax; i++ {
+		d *= 2
+	}
+	return min(d, flushBackoffMax)
 }
 
 func ignorePrecondition(err error) error {

@@ -2,6 +2,7 @@ package alert
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"sync"
 	"testing"
@@ -190,8 +191,8 @@ func TestFlushRetriesWhileSlackStaysDown(t *testing.T) {
 		t.Fatalf("after a failed Flush: state %v attempts %v, want pending, 1", d["state"], d["attempts"])
 	}
 	h.s.SetDefault(slacktest.Reply{Status: 200})
-	h.flush(0) // its lease is still running
-	h.pastLeases()
+	h.flush(0) // it waits out its backoff
+	h.clk.Advance(flushBackoffBase)
 	h.flush(1)
 	h.wantDelivered("🚨 Alert k4")
 }
@@ -294,26 +295,191 @@ func TestResolveBeforeRaiseDelivered(t *testing.T) {
 	h.flush(0)
 }
 
-func TestFlushGivesUp(t *testing.T) {
+func TestFlushBacksOff(t *testing.T) {
+	for _, tc := range []struct {
+		n    int64
+		want time.Duration
+	}{{1, 5 * time.Minute}, {2, 10 * time.Minute}, {3, 20 * time.Minute}, {4, 40 * time.Minute}, {5, time.Hour}, {40, time.Hour}} {
+		if got := flushBackoff(tc.n); got != tc.want {
+			t.Errorf("flushBackoff(%d) = %v, want %v", tc.n, got, tc.want)
+		}
+	}
+}
+
+// A message Slack keeps refusing is tried for keep_for, with backoff, and
+// only then marked failed.
+func TestFlushGivesUpOnlyAfterKeepFor(t *testing.T) {
 	h := newHarness(t)
 	h.s.SetDefault(slacktest.Reply{Status: 400})
-	h.svc.Raise(h.ctx, alertFor("g1"))
-	for range MaxFlushAttempts + 3 {
-		h.pastLeases()
+	if err := h.svc.Raise(h.ctx, alertFor("g1")); err != nil {
+		t.Fatal(err)
+	}
+	start := h.clk.Now()
+	for h.clk.Now().Sub(start) < 24*time.Hour {
+		h.clk.Advance(5 * time.Minute) // one sweep
 		h.flush(0)
+		if d := h.doc("g1"); d["state"] != StatePending {
+			t.Fatalf("after %v: state %v, want pending for at least 24h", h.clk.Now().Sub(start), d["state"])
+		}
 	}
-	if got := len(h.s.Posts()); got != 1+MaxFlushAttempts {
-		t.Errorf("%d requests, want %d (the raise plus %d sweeps)", got, 1+MaxFlushAttempts, MaxFlushAttempts)
+	requests := len(h.s.Posts())
+	if requests > 1+30 {
+		t.Errorf("%d requests in 24h of sweeps every 5 minutes, want backoff to keep it near 28", requests)
 	}
+	h.clk.Advance(time.Hour)
+	h.flush(0)
 	if d := h.doc("g1"); d["state"] != StateFailed {
-		t.Errorf("state = %v, want failed", d["state"])
+		t.Errorf("state = %v after 25h of refusals, want failed", d["state"])
 	}
 	// Nobody saw the alert, so its resolution is not announced either.
 	h.s.SetDefault(slacktest.Reply{Status: 200})
-	h.svc.Resolve(h.ctx, Alert{Key: "g1"})
+	if err := h.svc.Resolve(h.ctx, Alert{Key: "g1"}); err != nil {
+		t.Fatal(err)
+	}
 	h.pastLeases()
 	h.flush(0)
 	h.wantDelivered()
+}
+
+// While Slack is down (5xx) nothing is given up, however long it takes.
+func TestKeptWhileSlackDown(t *testing.T) {
+	h := newHarness(t, func(c *config.Alerts) { c.MaxElapsed = 100 * time.Millisecond })
+	h.s.SetDefault(slacktest.Reply{Status: 503})
+	_ = h.svc.Raise(h.ctx, alertFor("d1"))
+	for range 48 {
+		h.clk.Advance(time.Hour)
+		h.flush(0)
+	}
+	if d := h.doc("d1"); d["state"] != StatePending {
+		t.Fatalf("state = %v after 48h of Slack down, want pending", d["state"])
+	}
+	h.s.SetDefault(slacktest.Reply{Status: 200})
+	h.clk.Advance(time.Hour)
+	h.flush(1)
+	h.wantDelivered("🚨 Alert d1")
+}
+
+// An open breaker refuses without asking Slack: no attempt is counted, no
+// write is made, and the message stays due.
+func TestBreakerRejectionIsNotAnAttempt(t *testing.T) {
+	h := newHarness(t)
+	h.svc.n = NewNotifier(h.cfg, testLogger(t), h.m, WithRetryBase(10*time.Millisecond), WithBreaker(1, time.Hour))
+	h.s.SetDefault(slacktest.Reply{Status: 500})
+	_ = h.svc.Raise(h.ctx, alertFor("b1")) // one request, which opens the breaker
+	if !h.svc.n.Refuses(alertFor("b1")) {
+		t.Fatal("breaker not open after a failure")
+	}
+	requests := len(h.s.Posts())
+	for range 20 {
+		h.clk.Advance(5 * time.Minute)
+		h.flush(0)
+	}
+	d := h.doc("b1")
+	if d["attempts"] != int64(0) || d["state"] != StatePending {
+		t.Errorf("attempts %v state %v after 20 sweeps with the breaker open, want 0, pending", d["attempts"], d["state"])
+	}
+	if got := len(h.s.Posts()); got != requests {
+		t.Errorf("%d requests reached Slack with the breaker open", got-requests)
+	}
+	if got := h.m.Get("alerts.flush_breaker_open"); got != 20 {
+		t.Errorf("alerts.flush_breaker_open = %d, want 20", got)
+	}
+}
+
+// Slack down for three hours, with the injected clock and a sweep every five
+// minutes: alerts raised and resolved during the outage are each delivered
+// once when Slack is back, the resolved follow-ups after their alerts.
+func TestSlackDownThreeHours(t *testing.T) {
+	h := newHarness(t, func(c *config.Alerts) { c.MaxElapsed = 100 * time.Millisecond })
+	// The breaker's open period runs on the real clock: short, so the
+	// sweeps alternate between probing Slack and being refused unasked.
+	h.svc.n = NewNotifier(h.cfg, testLogger(t), h.m, WithRetryBase(5*time.Millisecond), WithBreaker(2, 20*time.Millisecond))
+	h.s.SetDefault(slacktest.Reply{Status: 503})
+	keys := []string{"o1", "o2", "o3", "o4", "o5", "o6"}
+	resolved := map[string]bool{"o1": true, "o3": true, "o5": true}
+	start := h.clk.Now()
+	sweep := 0
+	for h.clk.Now().Sub(start) < 3*time.Hour {
+		if sweep < len(keys) {
+			k := keys[sweep]
+			if err := h.svc.Raise(h.ctx, alertFor(k)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if sweep == 10 {
+			for k := range resolved {
+				if err := h.svc.Resolve(h.ctx, Alert{Key: k}); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		h.clk.Advance(5 * time.Minute)
+		if _, err := h.svc.Flush(h.ctx); err != nil {
+			t.Fatal(err)
+		}
+		sweep++
+	}
+	h.wantDelivered()
+	for _, k := range keys {
+		if d := h.doc(k); d["state"] != StatePending {
+			t.Fatalf("%s: state %v after 3h of outage, want pending", k, d["state"])
+		}
+	}
+
+	h.s.SetDefault(slacktest.Reply{Status: 200})
+	time.Sleep(50 * time.Millisecond) // the breaker's real-time open period
+	for range 24 {                    // two hours of sweeps: past the longest backoff
+		h.clk.Advance(5 * time.Minute)
+		if _, err := h.svc.Flush(h.ctx); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(30 * time.Millisecond)
+	}
+	count := map[string]int{}
+	order := map[string][]string{}
+	for _, p := range h.s.Delivered() {
+		for _, k := range keys {
+			if strings.Contains(p.Text, "Alert "+k) {
+				kind := "alert"
+				if strings.HasPrefix(p.Text, "✅") {
+					kind = "resolved"
+				}
+				count[k+" "+kind]++
+				order[k] = append(order[k], kind)
+			}
+		}
+	}
+	for _, k := range keys {
+		want := []string{"alert"}
+		if resolved[k] {
+			want = append(want, "resolved")
+		}
+		if strings.Join(order[k], ",") != strings.Join(want, ",") {
+			t.Errorf("%s delivered %v, want %v", k, order[k], want)
+		}
+		d := h.doc(k)
+		if d["state"] != StateSent || (resolved[k] && d["resolve_state"] != StateSent) {
+			t.Errorf("%s: state %v resolve_state %v, want sent", k, d["state"], d["resolve_state"])
+		}
+	}
+}
+
+func TestRaiseNotRecordedFails(t *testing.T) {
+	h := newHarness(t)
+	ctx, cancel := context.WithCancel(h.ctx)
+	cancel()
+	if err := h.svc.Raise(ctx, alertFor("n1")); !errors.Is(err, ErrNotRecorded) {
+		t.Errorf("Raise with Firestore unreachable = %v, want ErrNotRecorded", err)
+	}
+	if err := h.svc.Resolve(ctx, alertFor("n1")); !errors.Is(err, ErrNotRecorded) {
+		t.Errorf("Resolve with Firestore unreachable = %v, want ErrNotRecorded", err)
+	}
+	h.wantDelivered()
+	// The retry the error asks for raises it.
+	if err := h.svc.Raise(h.ctx, alertFor("n1")); err != nil {
+		t.Fatal(err)
+	}
+	h.wantDelivered("🚨 Alert n1")
 }
 
 func TestLoggedOnlyStillOnce(t *testing.T) {

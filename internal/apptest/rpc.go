@@ -3,13 +3,19 @@ package apptest
 import (
 	"context"
 	"os"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"cloud.google.com/go/firestore/apiv1/firestorepb"
-	"github.com/phasegate/phasegate/internal/emulator"
 	"google.golang.org/api/option"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/phasegate/phasegate/internal/alert"
+	"github.com/phasegate/phasegate/internal/emulator"
 )
 
 // RPCs counts the Firestore RPCs an App makes, by method, and the
@@ -83,4 +89,28 @@ func (c *RPCs) Take() (total int, byMethod map[string]int, docs int) {
 	byMethod, docs = c.calls, c.docs
 	c.calls, c.docs = map[string]int{}, 0
 	return total, byMethod, docs
+}
+
+// FailAlertWrites makes the App's first n Firestore commits that write an
+// alert document (collection orchestrator_alerts) fail with Internal, a
+// code the client does not retry: an alert that cannot be recorded.
+func FailAlertWrites(t testing.TB, n int) Option {
+	var left atomic.Int32
+	left.Store(int32(n))
+	fail := func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		if c, ok := req.(*firestorepb.CommitRequest); ok {
+			for _, w := range c.Writes {
+				if strings.Contains(w.GetUpdate().GetName(), "/"+alert.Collection+"/") && left.Add(-1) >= 0 {
+					return status.Error(codes.Internal, "injected: alert write failed")
+				}
+			}
+		}
+		return invoker(ctx, method, req, reply, cc, opts...)
+	}
+	conn, err := emulator.FirestoreConn(os.Getenv("FIRESTORE_EMULATOR_HOST"), grpc.WithChainUnaryInterceptor(fail))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return WithFirestoreOptions(option.WithGRPCConn(conn))
 }

@@ -237,8 +237,7 @@ func (r *recorder) Publish(_ context.Context, _ string, data []byte, _ map[strin
 
 type quietAlerts struct{}
 
-func (quietAlerts) Raise(context.Context, alert.Alert)   {}
-func (quietAlerts) Resolve(context.Context, alert.Alert) {}
+func (quietAlerts) Raise(context.Context, alert.Alert) error { return nil }
 
 func runPhasegate(mode func(*config.Config)) func(b *testing.B, w *world, players []string) int {
 	return func(b *testing.B, w *world, players []string) int {

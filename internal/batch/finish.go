@@ -279,13 +279,19 @@ func (t *Tracker) publishAndConfirm(ctx context.Context, ref *firestore.Document
 		return err
 	}
 	if msg.Status == StatusPartial {
-		t.Alerts.Raise(ctx, alert.Alert{
+		err := t.Alerts.Raise(ctx, alert.Alert{
 			Key: "batch:" + msg.Metadata.BatchID + ":" + msg.Metadata.StallReason, Severity: alert.Error,
 			Title: fmt.Sprintf("batch going on without data: %s (%s)", msg.Metadata.BatchID, msg.Metadata.StallReason),
 			Phase: "phase_5_predictions", GameDate: msg.GameDate, Reason: "batch_" + msg.Metadata.StallReason,
 			Completed: int(msg.Metadata.CompletedPlayers), Expected: int(msg.Metadata.ExpectedPlayers),
 			Detail: fmt.Sprintf("batch completion published as partial with %.2f%% of players", msg.Metadata.CompletionPct),
 		})
+		if err != nil {
+			// As if this instance died here: the claim stays unconfirmed, and
+			// whoever finishes it once the lease ends publishes the same
+			// completion again and raises the alert.
+			return errs.E(errs.Transient, "alert_not_recorded", err)
+		}
 	}
 	if err := t.confirm(context.WithoutCancel(ctx), ref, id); err != nil {
 		return errs.E(errs.Transient, "confirm_failed", err)

@@ -568,14 +568,17 @@ func (t *Tracker) capArray(ctx context.Context, m *meta, c *Completion, k int, v
 
 // raiseOnce raises a unless this instance already did for m: the alert
 // service keeps it to one per key across instances; this saves the round
-// trip on every later completion.
+// trip on every later completion. An alert that could not be recorded is
+// asked for again by the next completion past the cap.
 func (t *Tracker) raiseOnce(ctx context.Context, m *meta, raised *bool, a alert.Alert) {
 	m.mu.Lock()
 	first := !*raised
 	*raised = true
 	m.mu.Unlock()
-	if first {
-		t.Alerts.Raise(ctx, a)
+	if first && t.Alerts.Raise(ctx, a) != nil {
+		m.mu.Lock()
+		*raised = false
+		m.mu.Unlock()
 	}
 }
 

@@ -44,11 +44,10 @@ type Publisher interface {
 	Publish(ctx context.Context, topic string, data []byte, attrs map[string]string) (string, error)
 }
 
-// Alerter raises and resolves Slack alerts, at most once per key; it never
-// fails the caller.
+// Alerter raises Slack alerts, at most once per key. Slack's failures never
+// reach the caller; an error means the alert could not be recorded.
 type Alerter interface {
-	Raise(ctx context.Context, a alert.Alert)
-	Resolve(ctx context.Context, a alert.Alert)
+	Raise(ctx context.Context, a alert.Alert) error
 }
 
 // Deps are what a Tracker needs from outside.

@@ -81,6 +81,10 @@ type Alerts struct {
 	MaxElapsed        time.Duration `yaml:"max_elapsed"`
 	MinInterval       time.Duration `yaml:"min_interval"`
 	RequestTimeout    time.Duration `yaml:"request_timeout"`
+	// KeepFor is how long a message Slack keeps refusing (a 4xx) is retried
+	// before it is marked failed. While Slack is down (5xx, timeouts, an
+	// open breaker) a message is kept however long it takes.
+	KeepFor time.Duration `yaml:"keep_for"`
 }
 
 // Batch configures prediction-batch tracking and its migration flags.
@@ -331,6 +335,9 @@ func (c *Config) Validate() error {
 	positive("alerts.send_budget", c.Alerts.SendBudget)
 	positive("alerts.max_elapsed", c.Alerts.MaxElapsed)
 	positive("alerts.request_timeout", c.Alerts.RequestTimeout)
+	if c.Alerts.KeepFor < 24*time.Hour {
+		bad("alerts.keep_for", "must be at least 24h, got %v", c.Alerts.KeepFor)
+	}
 	if c.Alerts.MinInterval < 0 {
 		bad("alerts.min_interval", "must not be negative")
 	}

@@ -52,11 +52,12 @@ type Publisher interface {
 	Publish(ctx context.Context, topic string, data []byte, attrs map[string]string) (string, error)
 }
 
-// Alerter raises and resolves Slack alerts, at most once per key. It never
-// fails the orchestration.
+// Alerter raises and resolves Slack alerts, at most once per key. Slack's
+// failures never reach the gate; an error means the alert could not be
+// recorded, and the event fails so that its redelivery raises it again.
 type Alerter interface {
-	Raise(ctx context.Context, a alert.Alert)
-	Resolve(ctx context.Context, a alert.Alert)
+	Raise(ctx context.Context, a alert.Alert) error
+	Resolve(ctx context.Context, a alert.Alert) error
 }
 
 // Deps are what a Gate needs from outside.
@@ -225,7 +226,9 @@ func (g *Gate) run(ctx context.Context, date gamedate.Date, ev *event, src Sourc
 	if err := g.fault(StepAfterCommit); err != nil {
 		return out, err
 	}
-	g.afterRecord(ctx, date, ev, plan)
+	if err := g.afterRecord(ctx, date, ev, plan); err != nil {
+		return out, errs.E(errs.Transient, "alert_not_recorded", err)
+	}
 	if plan.claimed {
 		return g.finishClaim(ctx, date, ref, after, out, src)
 	}
@@ -234,7 +237,9 @@ func (g *Gate) run(ctx context.Context, date gamedate.Date, ev *event, src Sourc
 		// this event's redelivery finishes the trigger once the lease ends.
 		return out, errs.E(errs.Transient, "trigger_in_flight", fmt.Errorf("trigger %s claimed until %s", after.triggerID, after.expires.Format(time.RFC3339)))
 	}
-	g.resolveIfHealed(ctx, date, ref, after)
+	if err := g.resolveIfHealed(ctx, date, ref, after); err != nil {
+		return out, errs.E(errs.Transient, "alert_not_recorded", err)
+	}
 	return out, nil
 }
 
@@ -249,7 +254,9 @@ func (g *Gate) finishClaim(ctx context.Context, date gamedate.Date, ref *firesto
 	confirmed := *claimed
 	confirmed.state = statePublished
 	// A late_arrival trigger's confirm resolves the partial one's alert.
-	g.resolveIfHealed(ctx, date, ref, &confirmed)
+	if err := g.resolveIfHealed(ctx, date, ref, &confirmed); err != nil {
+		return out, errs.E(errs.Transient, "alert_not_recorded", err)
+	}
 	if !g.phase.LateArrival || !confirmed.partial || !confirmed.allComplete(g.phase) {
 		return out, nil
 	}

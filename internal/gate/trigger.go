@@ -36,7 +36,12 @@ func (g *Gate) publishAndConfirm(ctx context.Context, date gamedate.Date, ref *f
 	var msg Message
 	_ = json.Unmarshal([]byte(st.payload), &msg) // we wrote it
 	if msg.IsPartial {
-		g.Alerts.Raise(ctx, g.partialAlert(date, st, msg))
+		if err := g.Alerts.Raise(ctx, g.partialAlert(date, st, msg)); err != nil {
+			// As if this instance died here: the claim stays unconfirmed, and
+			// whoever finishes it once the lease ends publishes the same
+			// trigger_id again and raises the alert.
+			return out, errs.E(errs.Transient, "alert_not_recorded", err)
+		}
 	}
 	if err := g.confirm(context.WithoutCancel(ctx), ref, st, id); err != nil {
 		// Published but unconfirmed: the redelivery or the sweep re-publishes
@@ -125,11 +130,13 @@ func (g *Gate) update(ctx context.Context, ref *firestore.DocumentRef, known *do
 	})
 }
 
-// afterRecord sends the alerts an event calls for. Alerts never fail the
-// event: the alert service records and retries them itself.
-func (g *Gate) afterRecord(ctx context.Context, date gamedate.Date, ev *event, pl *plan) {
+// afterRecord sends the alerts an event calls for. Slack's failures never
+// fail the event (the alert service keeps the alert until Slack takes it);
+// an alert it could not record does, and the redelivery, a duplicate, asks
+// for it again (owedAlerts).
+func (g *Gate) afterRecord(ctx context.Context, date gamedate.Date, ev *event, pl *plan) error {
 	if ev == nil {
-		return
+		return nil
 	}
 	switch {
 	case pl.newFail:
@@ -137,23 +144,24 @@ func (g *Gate) afterRecord(ctx context.Context, date gamedate.Date, ev *event, p
 		if g.blockedWithout(date, ev.name) {
 			sev, what = alert.Error, "the gate is blocked until it succeeds or an operator triggers"
 		}
-		g.Alerts.Raise(ctx, alert.Alert{
+		return g.Alerts.Raise(ctx, alert.Alert{
 			Key: g.phase.Name + ":" + date.String() + ":failed:" + ev.name, Severity: sev,
 			Title: fmt.Sprintf("%s reported %s for %s", ev.name, ev.msg.Status, date), Phase: g.phase.Name,
 			GameDate: date.String(), Reason: "processor_" + ev.msg.Status, Completed: pl.completed, Expected: len(g.phase.Expected),
 			Missing: []string{ev.name}, Detail: what + "; execution " + ev.msg.ExecutionID,
 		})
 	case pl.newUnexp:
-		g.Alerts.Raise(ctx, alert.Alert{
+		return g.Alerts.Raise(ctx, alert.Alert{
 			Key: g.phase.Name + ":" + date.String() + ":unexpected:" + ev.name, Severity: alert.Warning,
 			Title: fmt.Sprintf("unexpected processor %q for %s", ev.msg.ProcessorName, g.phase.Name), Phase: g.phase.Name,
 			GameDate: date.String(), Reason: "unexpected_processor",
 			Detail: "recorded under _unexpected as " + ev.name + "; it does not count. Add it to the name map if it is a renamed processor.",
 		})
 	case pl.healedFailure:
-		g.Alerts.Resolve(ctx, alert.Alert{Key: g.phase.Name + ":" + date.String() + ":failed:" + ev.name,
+		return g.Alerts.Resolve(ctx, alert.Alert{Key: g.phase.Name + ":" + date.String() + ":failed:" + ev.name,
 			Phase: g.phase.Name, GameDate: date.String(), Title: ev.name + " completed after failing"})
 	}
+	return nil
 }
 
 // blockedWithout reports whether the gate can never go on while name is
@@ -175,16 +183,20 @@ func (g *Gate) blockedWithout(date gamedate.Date, name string) bool {
 
 // resolveIfHealed sends the "resolved" follow-up once every processor a
 // partial trigger went on without has arrived. Every later event retries
-// it until _alert_resolved records it.
-func (g *Gate) resolveIfHealed(ctx context.Context, date gamedate.Date, ref *firestore.DocumentRef, st *docState) {
+// it until _alert_resolved records it; a follow-up the alert service could
+// not record fails the event, whose redelivery asks again.
+func (g *Gate) resolveIfHealed(ctx context.Context, date gamedate.Date, ref *firestore.DocumentRef, st *docState) error {
 	if st.alertKey == "" || st.resolved || !st.allComplete(g.phase) || st.state != statePublished {
-		return
+		return nil
 	}
-	g.Alerts.Resolve(ctx, alert.Alert{Key: st.alertKey, Phase: g.phase.Name, GameDate: date.String(),
+	if err := g.Alerts.Resolve(ctx, alert.Alert{Key: st.alertKey, Phase: g.phase.Name, GameDate: date.String(),
 		Title:     fmt.Sprintf("%s for %s: every processor has now completed", g.phase.Name, date),
-		Completed: len(st.completed), Expected: len(g.phase.Expected), Elapsed: g.Clock.Now().Sub(st.first)})
+		Completed: len(st.completed), Expected: len(g.phase.Expected), Elapsed: g.Clock.Now().Sub(st.first)}); err != nil {
+		return err
+	}
 	_, err := ref.Update(ctx, []firestore.Update{{Path: fAlertResolved, Value: true}})
 	if err != nil {
 		g.Log.WarnContext(ctx, "recording the resolved alert failed; the next event retries", "error", err.Error())
 	}
+	return nil
 }
