@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -305,7 +306,7 @@ func (n *Notifier) attempt(ctx context.Context, r *route, msg *slack.WebhookMess
 	}
 	_, err := r.breaker.Execute(func() (struct{}, error) {
 		*asked = true
-		err := slack.PostWebhookCustomHTTPContext(ctx, r.url, n.client, msg)
+		err := r.redact(slack.PostWebhookCustomHTTPContext(ctx, r.url, n.client, msg))
 		if err != nil && ctx.Err() != nil {
 			err = budgetError{err}
 		}
@@ -339,6 +340,53 @@ type budgetError struct{ err error }
 
 func (e budgetError) Error() string { return e.err.Error() }
 func (e budgetError) Unwrap() error { return e.err }
+
+// redact keeps the webhook URL, a secret, out of err: every error that
+// leaves this package, and every log line it writes, comes through here.
+// Go's HTTP client puts the full URL into its errors (`Post "https://…":
+// context deadline exceeded`); the route's name takes its place. The URL
+// inside a *url.Error is overwritten too, so that a caller unwrapping the
+// chain finds no secret either; the chain itself is kept for errors.As.
+func (r *route) redact(err error) error {
+	if err == nil {
+		return nil
+	}
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		ue.URL = r.label()
+	}
+	if !strings.Contains(err.Error(), r.secret()) {
+		return err
+	}
+	return redacted{err: err, r: r}
+}
+
+// label names the route in place of its URL.
+func (r *route) label() string { return "slack-webhook:" + r.name }
+
+// secret is the part of the URL that must not be shown: everything from
+// the path on (Slack's is /services/T…/B…/token), or the whole URL when it
+// has no path.
+func (r *route) secret() string {
+	u, err := url.Parse(r.url)
+	if err != nil || u.Path == "" || u.Path == "/" {
+		return r.url
+	}
+	return u.EscapedPath()
+}
+
+// redacted is an error whose text had the webhook URL in it.
+type redacted struct {
+	err error
+	r   *route
+}
+
+func (e redacted) Error() string {
+	text := strings.ReplaceAll(e.err.Error(), e.r.url, e.r.label())
+	return strings.ReplaceAll(text, e.r.secret(), "/…")
+}
+
+func (e redacted) Unwrap() error { return e.err }
 
 func (r *route) block(until time.Time) {
 	r.mu.Lock()

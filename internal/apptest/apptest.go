@@ -50,6 +50,7 @@ type Option func(*setup)
 type setup struct {
 	cfg  func(*config.Config)
 	opts app.Options
+	logs *Logs
 }
 
 // WithConfig edits the configuration before the App is built.
@@ -92,7 +93,10 @@ func New(t testing.TB, options ...Option) *Env {
 	}
 	e.Cfg = cfg
 	var w io.Writer = io.Discard
-	if os.Getenv("PHASEGATE_TEST_LOG") != "" {
+	switch {
+	case s.logs != nil:
+		w = s.logs
+	case os.Getenv("PHASEGATE_TEST_LOG") != "":
 		w = os.Stderr
 	}
 	s.opts.Clock, s.opts.Log, s.opts.Metrics = e.Clock, logging.New(w, slog.LevelDebug), e.Metrics

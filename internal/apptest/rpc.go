@@ -114,3 +114,50 @@ func FailAlertWrites(t testing.TB, n int) Option {
 	t.Cleanup(func() { conn.Close() })
 	return WithFirestoreOptions(option.WithGRPCConn(conn))
 }
+
+// FailQueries returns an Option under which every query of the App on
+// collection fails as production Firestore fails a query whose composite
+// index is missing (FAILED_PRECONDITION), and the number of queries failed.
+// The emulator enforces no index, so this is how a test meets that failure.
+func FailQueries(t testing.TB, collection string) (Option, *atomic.Int64) {
+	var n atomic.Int64
+	fail := func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+		s, err := streamer(ctx, desc, cc, method, opts...)
+		if err != nil || method != "/google.firestore.v1.Firestore/RunQuery" {
+			return s, err
+		}
+		return &failingQuery{ClientStream: s, collection: collection, n: &n}, nil
+	}
+	conn, err := emulator.FirestoreConn(os.Getenv("FIRESTORE_EMULATOR_HOST"), grpc.WithChainStreamInterceptor(fail))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return WithFirestoreOptions(option.WithGRPCConn(conn)), &n
+}
+
+// failingQuery sees the request as it is sent (a server-streaming call sends
+// it after the stream opens) and fails the answer when it names collection.
+type failingQuery struct {
+	grpc.ClientStream
+	collection string
+	n          *atomic.Int64
+	fail       bool
+}
+
+func (s *failingQuery) SendMsg(m any) error {
+	if r, ok := m.(*firestorepb.RunQueryRequest); ok {
+		for _, f := range r.GetStructuredQuery().GetFrom() {
+			s.fail = s.fail || f.GetCollectionId() == s.collection
+		}
+	}
+	return s.ClientStream.SendMsg(m)
+}
+
+func (s *failingQuery) RecvMsg(m any) error {
+	if s.fail {
+		s.n.Add(1)
+		return status.Error(codes.FailedPrecondition, "The query requires an index. You can create it here: https://console.firebase.google.com/…")
+	}
+	return s.ClientStream.RecvMsg(m)
+}

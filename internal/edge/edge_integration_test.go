@@ -1,7 +1,6 @@
 package edge_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/base64"
@@ -11,7 +10,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -25,34 +23,6 @@ import (
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
-
-// logBuffer collects the App's log lines.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logBuffer) lines(t *testing.T) []map[string]any {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var out []map[string]any
-	sc := bufio.NewScanner(bytes.NewReader(l.buf.Bytes()))
-	sc.Buffer(nil, 64<<20)
-	for sc.Scan() {
-		var m map[string]any
-		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
-			t.Fatalf("log line is not JSON: %v: %.200s", err, sc.Bytes())
-		}
-		out = append(out, m)
-	}
-	return out
-}
 
 // badCase is one request that can never succeed.
 type badCase struct {
@@ -154,7 +124,7 @@ func cases() []badCase {
 // Firestore, at a path derived from it or anywhere else.
 func TestBadInputAcknowledgedAndDeadLettered(t *testing.T) {
 	e := apptest.New(t)
-	logs := &logBuffer{}
+	logs := &apptest.Logs{}
 	e.App.Edge.Log = logging.New(logs, slog.LevelDebug)
 	dlq := e.Sub(e.Cfg.Topics.DeadLetter)
 
@@ -179,7 +149,7 @@ func TestBadInputAcknowledgedAndDeadLettered(t *testing.T) {
 
 	copies := dlq.Drain(t, 2*time.Second)
 	matchCopies(t, cs, copies)
-	matchLogs(t, cs, logs.lines(t))
+	matchLogs(t, cs, logs.Lines(t))
 	noWrites(t, e)
 }
 

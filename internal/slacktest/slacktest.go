@@ -66,6 +66,13 @@ func (s *Server) SetDefault(r Reply) {
 func (s *Server) Hook(name string) string { return s.Server.URL + "/" + name }
 
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		// Not a webhook call: a stray probe, such as the readiness poll of
+		// an emulator another test binary started on a port this server
+		// took meanwhile. It must neither count nor use up the script.
+		http.Error(w, "POST a webhook message", http.StatusMethodNotAllowed)
+		return
+	}
 	b, _ := io.ReadAll(r.Body)
 	s.mu.Lock()
 	reply := s.def

@@ -33,7 +33,8 @@ type Gate interface {
 	Evaluate(ctx context.Context, date gamedate.Date, src gate.Source, snap *firestore.DocumentSnapshot) (gate.Outcome, error)
 }
 
-// Batches completes stalled and over-age prediction batches.
+// Batches completes stalled and over-age prediction batches. Sweep's error
+// means its query failed; a batch it could not finish is in the report.
 type Batches interface {
 	Sweep(ctx context.Context, lookBack time.Duration, max int) (BatchReport, error)
 }
@@ -66,21 +67,30 @@ type Report struct {
 	Failed    int
 	Batches   string
 	Alerts    int
+	// QueryFailed names each collection whose query failed: what it would
+	// have found was not visited.
+	QueryFailed []string
 }
 
 // Handle is the Sweep entry point; the message's content does not matter.
 func (s *Sweeper) Handle(ctx context.Context, _ envelope.Message) error {
 	r, err := s.Run(ctx)
 	s.Log.InfoContext(ctx, "sweep finished", "visited", r.Visited, "triggered", r.Triggered,
-		"waiting", r.Waiting, "failed", r.Failed, "batches", r.Batches, "alerts_sent", r.Alerts)
+		"waiting", r.Waiting, "failed", r.Failed, "batches", r.Batches, "alerts_sent", r.Alerts,
+		"query_failed", r.QueryFailed)
 	return err
 }
 
 // Run visits every open gate whose first completion lies within the
 // look-back, at most Cfg.MaxItems, Cfg.Concurrency at a time, then the
-// batches and the alert outbox. One gate's failure does not stop the others;
-// the sweep reports failure (and Pub/Sub redelivers it) only when nothing
-// could be read.
+// batches and the alert outbox. One gate's or batch's failure does not stop
+// the others, and is logged, counted and left for the next sweep. A failed
+// query is different: the sweep cannot see what it owes, so after doing all
+// it can, it logs each at ERROR, names it in the report and answers with a
+// transient error (5xx), and Pub/Sub redelivers the run instead of waiting
+// for the next tick; every action being a claim, the redelivery repeats
+// nothing, and a query that keeps failing (a missing index) ends in the
+// dead-letter topic instead of being silently skipped every five minutes.
 func (s *Sweeper) Run(ctx context.Context) (Report, error) {
 	var (
 		r   Report
@@ -91,10 +101,17 @@ func (s *Sweeper) Run(ctx context.Context) (Report, error) {
 	g.SetLimit(s.Cfg.Concurrency)
 	budget := s.Cfg.MaxItems
 	var queryErrs []error
+	queryFailed := func(collection string, err error) {
+		queryErrs = append(queryErrs, err)
+		r.QueryFailed = append(r.QueryFailed, collection)
+		s.Metrics.Inc("sweep.query_failed")
+		s.Log.ErrorContext(ctx, "sweep query failed; what it would have found is not visited",
+			"collection", collection, "error", err.Error())
+	}
 	for _, gt := range s.Gates {
 		snaps, err := s.openGates(ctx, gt.Phase(), now, budget)
 		if err != nil {
-			queryErrs = append(queryErrs, err)
+			queryFailed(gt.Phase().Collection, err)
 			continue
 		}
 		budget -= len(snaps)
@@ -130,7 +147,7 @@ func (s *Sweeper) Run(ctx context.Context) (Report, error) {
 	if s.Batches != nil && budget > 0 {
 		br, err := s.Batches.Sweep(ctx, s.Cfg.LookBack, budget)
 		if err != nil {
-			queryErrs = append(queryErrs, err)
+			queryFailed("prediction_batches", err)
 		} else if br != nil {
 			r.Batches = br.String()
 		}
@@ -143,7 +160,7 @@ func (s *Sweeper) Run(ctx context.Context) (Report, error) {
 		s.Log.WarnContext(ctx, "alert outbox flush failed", "error", err.Error())
 	}
 	s.Metrics.Inc("sweep.runs")
-	if len(queryErrs) > 0 && r.Visited == 0 {
+	if len(queryErrs) > 0 {
 		return r, errs.E(errs.Transient, "sweep_query", errors.Join(queryErrs...))
 	}
 	return r, nil
