@@ -1,4 +1,4 @@
-package phasegate_test
+package phasegate
 
 import (
 	"bytes"
@@ -10,7 +10,6 @@ import (
 
 	"github.com/GoogleCloudPlatform/functions-framework-go/funcframework"
 
-	_ "github.com/phasegate/phasegate"
 	"github.com/phasegate/phasegate/internal/envelope"
 	"github.com/phasegate/phasegate/internal/testenv"
 )
