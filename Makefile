@@ -5,7 +5,11 @@ PHASEGATE := $(GO) run ./cmd/phasegate
 # One emulator pair for the whole run; packages isolate state by project id.
 WITH_EMULATORS := $(PHASEGATE) emulators --
 
-.PHONY: test demo unit bench-gate vet serve
+.PHONY: help test demo unit bench-gate vet serve plan
+
+## help: list the targets
+help:
+	@grep -h '^## ' $(MAKEFILE_LIST) | sed 's/^## //' | awk -F': ' '{printf "  %-18s %s\n", $$1, $$2}'
 
 ## test: vet, then unit and integration tests against the real emulators
 test: vet
@@ -20,6 +24,7 @@ unit:
 	$(GO) test -count=1 ./internal/config/ ./internal/completion/ ./internal/rules/ ./internal/docid/ \
 		./internal/dedup/ ./internal/envelope/ ./internal/errs/ ./internal/gamedate/ ./internal/logging/ ./internal/bus/ ./internal/slacktest/
 
+## vet: go vet and gofmt
 vet:
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo 'gofmt needed'; exit 1; }
@@ -27,6 +32,10 @@ vet:
 ## bench-gate: Firestore RPCs per gate event, and settling 15 concurrent events, on the emulators
 bench-gate:
 	$(WITH_EMULATORS) $(GO) test -run '^$$' -bench 'BenchmarkGate(RPCs|Contention)' -benchtime 10x ./internal/gate/
+
+## plan: print deploy.sh's plan for an empty project (PROJECT, REGION, PROJECT_NUMBER default to examples)
+plan:
+	PROJECT=$${PROJECT:-my-project} REGION=$${REGION:-us-west2} PROJECT_NUMBER=$${PROJECT_NUMBER:-123456789012} deploy/deploy.sh --dry-run
 
 ## serve: host every entry point on 127.0.0.1:8080 against fresh emulators
 serve:
