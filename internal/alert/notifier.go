@@ -61,6 +61,15 @@ type Notifier struct {
 	failures  uint32
 	openFor   time.Duration
 	routes    map[Severity]*route // absent severity: log only
+	rec       BreakerRecorder
+}
+
+// BreakerRecorder keeps breaker transitions where every instance's Health
+// sees them. BreakerChanged is called under the breaker's lock and must not
+// block; WriteTransitions runs at the end of the Post that drove the breaker.
+type BreakerRecorder interface {
+	BreakerChanged(name string, openFor time.Duration, to string)
+	WriteTransitions(ctx context.Context)
 }
 
 // route is one webhook URL with the state that must be shared by every
@@ -86,6 +95,9 @@ func WithRetryBase(d time.Duration) Option { return func(n *Notifier) { n.retryB
 func WithBreaker(failures int, openFor time.Duration) Option {
 	return func(n *Notifier) { n.failures, n.openFor = uint32(max(failures, 1)), openFor }
 }
+
+// WithRecorder records every breaker transition with r.
+func WithRecorder(r BreakerRecorder) Option { return func(n *Notifier) { n.rec = r } }
 
 // NewNotifier builds the routes of cfg: each severity's URL, or
 // cfg.WebhookURL when that one is unset; with no URL at all alerts are only
@@ -146,10 +158,30 @@ func NewNotifier(cfg config.Alerts, log *slog.Logger, m *metrics.Registry, opts 
 				// carries the webhook's route name.
 				n.log.Log(context.Background(), level, "alert: slack circuit breaker changed state",
 					"breaker", name, "from", from.String(), "to", to.String())
+				if n.rec != nil {
+					n.rec.BreakerChanged(BreakerName(name), n.openFor, to.String())
+				}
 			},
 		})
 	}
 	return n
+}
+
+// BreakerName is the name a route's breaker is recorded under: "slack-"
+// and the severities using the route ("slack-warning+info").
+func BreakerName(route string) string { return "slack-" + route }
+
+// BreakerNames lists the recorded names of every configured route's breaker.
+func (n *Notifier) BreakerNames() []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, s := range []Severity{Error, Warning, Info} {
+		if r := n.routes[s]; r != nil && !seen[r.name] {
+			seen[r.name] = true
+			out = append(out, BreakerName(r.name))
+		}
+	}
+	return out
 }
 
 // Breakers reports each configured route's breaker state ("closed", "open",
@@ -184,6 +216,9 @@ func (n *Notifier) route(a Alert) (Severity, *route) {
 // deadline and cfg.MaxElapsed. It returns nil once Slack accepted the
 // message or, when no webhook is configured, once it is logged.
 func (n *Notifier) Post(ctx context.Context, a Alert) error {
+	if n.rec != nil {
+		defer n.rec.WriteTransitions(ctx)
+	}
 	sev, r := n.route(a)
 	attrs := []any{"alert_key", a.Key, "alert_severity", sev.String(), "resolved", a.Resolved}
 	if r == nil {

@@ -16,10 +16,15 @@ import (
 	"github.com/phasegate/phasegate/internal/clock"
 	"github.com/phasegate/phasegate/internal/config"
 	"github.com/phasegate/phasegate/internal/metrics"
+	"github.com/phasegate/phasegate/internal/opstate"
 )
 
 // Collection holds one document per alert key.
 const Collection = "orchestrator_alerts"
+
+// FieldWaitingSince is set while a document owes a message: since when it
+// has waited. Health counts and ages the outbox by it.
+const FieldWaitingSince = "waiting_since"
 
 // Values of the state and resolve_state fields.
 const (
@@ -65,6 +70,34 @@ type Service struct {
 	log        *slog.Logger
 	m          *metrics.Registry
 	flushLimit int
+}
+
+// Waiting is the outbox as Health reports it.
+type Waiting struct {
+	Count  int64
+	Oldest time.Time // zero when nothing waits
+}
+
+// ReadWaiting counts the messages owed and finds the oldest, in two
+// bounded RPCs (a count aggregation bills one read per 1,000 entries).
+func ReadWaiting(ctx context.Context, fs *firestore.Client) (Waiting, error) {
+	q := fs.Collection(Collection).Where(FieldWaitingSince, ">=", time.Unix(0, 0))
+	n, err := opstate.Count(ctx, q)
+	if err != nil {
+		return Waiting{}, fmt.Errorf("alert: count waiting: %w", err)
+	}
+	w := Waiting{Count: n}
+	if w.Count == 0 {
+		return w, nil
+	}
+	snaps, err := q.OrderBy(FieldWaitingSince, firestore.Asc).Limit(1).Documents(ctx).GetAll()
+	if err != nil {
+		return w, fmt.Errorf("alert: oldest waiting: %w", err)
+	}
+	if len(snaps) == 1 {
+		w.Oldest, _ = snaps[0].Data()[FieldWaitingSince].(time.Time)
+	}
+	return w, nil
 }
 
 // ErrNotRecorded is returned (wrapped) by Raise and Resolve when Firestore
@@ -164,7 +197,7 @@ func (s *Service) Raise(ctx context.Context, a Alert) error {
 		"key": a.Key, "severity": a.Severity.String(), "title": a.Title, "phase": a.Phase,
 		"game_date": a.GameDate, "reason": a.Reason, "completed": a.Completed, "expected": a.Expected,
 		"missing": nonNil(a.Missing), "elapsed_ms": a.Elapsed.Milliseconds(), "detail": a.Detail,
-		"state": StatePending, "created_at": now, "attempts": 0,
+		"state": StatePending, "created_at": now, "attempts": 0, FieldWaitingSince: now,
 		"sending_until": now.Add(s.cfg.SendBudget + leaseMargin),
 	})
 	switch {
@@ -239,7 +272,7 @@ func (s *Service) Resolve(ctx context.Context, a Alert) error {
 		sendNow := rec.State == StateSent
 		if sendNow {
 			upd = append(upd, firestore.Update{Path: "sending_until", Value: now.Add(s.cfg.SendBudget + leaseMargin)},
-				firestore.Update{Path: "attempts", Value: 0})
+				firestore.Update{Path: "attempts", Value: 0}, firestore.Update{Path: FieldWaitingSince, Value: now})
 		}
 		_, err = ref.Update(ctx, upd, firestore.LastUpdateTime(snap.UpdateTime))
 		if status.Code(err) == codes.FailedPrecondition {
@@ -299,13 +332,15 @@ func (s *Service) mark(ctx context.Context, ref *firestore.DocumentRef, k kind) 
 		case raise:
 			upd = []firestore.Update{{Path: "state", Value: StateSent}, {Path: "sent_at", Value: now}, {Path: "attempts", Value: 0}}
 			if rec.ResolveState == StatePending {
-				upd = append(upd, firestore.Update{Path: "sending_until", Value: now}) // due now
+				upd = append(upd, firestore.Update{Path: "sending_until", Value: now}, // due now
+					firestore.Update{Path: FieldWaitingSince, Value: rec.ResolveAt})
 			} else {
-				upd = append(upd, firestore.Update{Path: "sending_until", Value: firestore.Delete})
+				upd = append(upd, firestore.Update{Path: "sending_until", Value: firestore.Delete},
+					firestore.Update{Path: FieldWaitingSince, Value: firestore.Delete})
 			}
 		case resolve:
 			upd = []firestore.Update{{Path: "resolve_state", Value: StateSent}, {Path: "resolved_at", Value: now},
-				{Path: "sending_until", Value: firestore.Delete}}
+				{Path: "sending_until", Value: firestore.Delete}, {Path: FieldWaitingSince, Value: firestore.Delete}}
 		}
 		return tx.Update(ref, upd)
 	})
@@ -361,8 +396,8 @@ func (s *Service) flushOne(ctx context.Context, snap *firestore.DocumentSnapshot
 		if k == none || rec.SendingUntil.After(now) {
 			if k == none && !rec.SendingUntil.IsZero() {
 				// A stale lease would match every sweep's query forever.
-				_, _ = ref.Update(ctx, []firestore.Update{{Path: "sending_until", Value: firestore.Delete}},
-					firestore.LastUpdateTime(snap.UpdateTime))
+				_, _ = ref.Update(ctx, []firestore.Update{{Path: "sending_until", Value: firestore.Delete},
+					{Path: FieldWaitingSince, Value: firestore.Delete}}, firestore.LastUpdateTime(snap.UpdateTime))
 			}
 			return sent, nil
 		}
@@ -433,7 +468,8 @@ func (s *Service) failed(ctx context.Context, ref *firestore.DocumentRef, claime
 			field = "resolve_state"
 		}
 		_, err := ref.Update(ctx, []firestore.Update{{Path: field, Value: StateFailed}, {Path: "attempts", Value: attempts},
-			{Path: "sending_until", Value: firestore.Delete}}, firestore.LastUpdateTime(claimed))
+			{Path: "sending_until", Value: firestore.Delete}, {Path: FieldWaitingSince, Value: firestore.Delete}},
+			firestore.LastUpdateTime(claimed))
 		if err == nil {
 			s.m.Inc("alerts.abandoned")
 			log.ErrorContext(ctx, "alert abandoned: slack kept refusing it", "alert_event", "abandoned", "message", k.String(),

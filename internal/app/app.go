@@ -24,6 +24,7 @@ import (
 	"github.com/phasegate/phasegate/internal/gate"
 	"github.com/phasegate/phasegate/internal/logging"
 	"github.com/phasegate/phasegate/internal/metrics"
+	"github.com/phasegate/phasegate/internal/opstate"
 	"github.com/phasegate/phasegate/internal/status"
 	"github.com/phasegate/phasegate/internal/sweep"
 )
@@ -49,18 +50,21 @@ type App struct {
 	Cfg *config.Config
 	FS  *firestore.Client
 	Bus *bus.Bus
-	// PubSubBreaker guards every publish; Health serves its state.
+	// PubSubBreaker guards every publish; its transitions are recorded in Ops.
 	PubSubBreaker *bus.Breaker
-	Notifier      *alert.Notifier
-	Alerts        *alert.Service
-	Gates         []*gate.Gate
-	Batches       *batch.Tracker
-	Sweeper       *sweep.Sweeper
-	Status        *status.Reader
-	Edge          *edge.Edge
-	Clock         clock.Clock
-	Log           *slog.Logger
-	Metrics       *metrics.Registry
+	// Ops records what Health reads: breaker transitions, the sweep's heartbeat.
+	Ops      *opstate.Store
+	Notifier *alert.Notifier
+	Alerts   *alert.Service
+	Gates    []*gate.Gate
+	Batches  *batch.Tracker
+	Sweeper  *sweep.Sweeper
+	Status   *status.Reader
+	Health   *status.Health
+	Edge     *edge.Edge
+	Clock    clock.Clock
+	Log      *slog.Logger
+	Metrics  *metrics.Registry
 
 	handlers map[string]http.Handler
 	order    []string
@@ -105,9 +109,10 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*App, error) {
 	if o.WrapPublisher != nil {
 		pub = o.WrapPublisher(pub)
 	}
-	a.PubSubBreaker = bus.NewBreaker(pub, uint32(cfg.Gate.BreakerFailures), cfg.Gate.BreakerOpenFor, o.Log, o.Metrics)
+	a.Ops = opstate.New(fs, o.Clock, o.Log)
+	a.PubSubBreaker = bus.NewBreaker(pub, uint32(cfg.Gate.BreakerFailures), cfg.Gate.BreakerOpenFor, o.Log, o.Metrics, a.Ops)
 	pub = a.PubSubBreaker
-	a.Notifier = alert.NewNotifier(cfg.Alerts, o.Log, o.Metrics, o.SlackOptions...)
+	a.Notifier = alert.NewNotifier(cfg.Alerts, o.Log, o.Metrics, append([]alert.Option{alert.WithRecorder(a.Ops)}, o.SlackOptions...)...)
 	a.Alerts = alert.NewService(fs, a.Notifier, o.Clock, cfg.Alerts, o.Log, o.Metrics)
 	a.Edge = &edge.Edge{Log: o.Log, DeadLetter: pub, DLQTopic: cfg.Topics.DeadLetter, ProjectID: cfg.ProjectID, Metrics: o.Metrics}
 	keys := dedup.New(fs, cfg.Idempotency)
@@ -125,7 +130,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*App, error) {
 		return nil, errors.Join(err, fs.Close(), b.Close())
 	}
 	a.handle("PredictionCompletions", a.Edge.Handler("PredictionCompletions", a.Batches.Handle))
-	a.Sweeper = &sweep.Sweeper{FS: fs, Alerts: a.Alerts, Clock: o.Clock, Cfg: cfg.Sweep, Log: o.Log, Metrics: o.Metrics}
+	a.Sweeper = &sweep.Sweeper{FS: fs, Alerts: a.Alerts, Heartbeat: a.Ops, Clock: o.Clock, Cfg: cfg.Sweep, Log: o.Log, Metrics: o.Metrics}
 	for _, g := range a.Gates {
 		a.Sweeper.Gates = append(a.Sweeper.Gates, g)
 	}
@@ -139,15 +144,18 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*App, error) {
 		}
 		return st, err == nil, err
 	}))
-	a.handle("Health", &status.Health{FS: fs, Breakers: a.breakers, Metrics: o.Metrics, Clock: o.Clock})
+	a.Health = &status.Health{FS: fs, Phases: cfg.Phases, BatchColl: batch.Collection, BatchState: batch.FieldState,
+		BreakerList: append(a.Notifier.BreakerNames(), bus.BreakerName), Clock: o.Clock, Log: o.Log, Instance: a.instance}
+	a.handle("Health", a.Health)
 	return a, nil
 }
 
-// breakers are every circuit breaker's state: Slack's per route, Pub/Sub's.
-func (a *App) breakers() map[string]string {
+// instance is this instance's own view, which Health adds under "instance":
+// its breakers as it sees them and its counters.
+func (a *App) instance() any {
 	m := a.Notifier.Breakers()
-	m["pubsub"] = a.PubSubBreaker.State()
-	return m
+	m[bus.BreakerName] = a.PubSubBreaker.State()
+	return map[string]any{"id": a.Ops.Instance(), "breakers": m, "counters": a.Metrics.Snapshot()}
 }
 
 // Handler returns the HTTP handler of an entry point.

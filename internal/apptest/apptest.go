@@ -110,6 +110,20 @@ func New(t testing.TB, options ...Option) *Env {
 	return e
 }
 
+// Instance builds a second App on e's project, configuration and clock,
+// with its own memory (breakers, counters, caches): another instance of the
+// same deployment.
+func (e *Env) Instance() *app.App {
+	e.T.Helper()
+	a, err := app.New(context.Background(), e.Cfg, app.Options{Clock: e.Clock, Log: logging.New(io.Discard, slog.LevelDebug),
+		Metrics: &metrics.Registry{}, SlackOptions: []alert.Option{alert.WithRetryBase(10 * time.Millisecond)}})
+	if err != nil {
+		e.T.Fatal(err)
+	}
+	e.T.Cleanup(func() { a.Close() })
+	return a
+}
+
 // Sub subscribes to topic; create it before the messages it should see.
 func (e *Env) Sub(topic string) *testenv.Sub { return testenv.Subscribe(e.T, e.App.Bus, topic) }
 

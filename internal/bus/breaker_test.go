@@ -27,7 +27,7 @@ func (s *scripted) Publish(context.Context, string, []byte, map[string]string) (
 func TestBreaker(t *testing.T) {
 	next := &scripted{fail: true}
 	m := &metrics.Registry{}
-	b := NewBreaker(next, 3, 50*time.Millisecond, slog.New(slog.NewTextHandler(io.Discard, nil)), m)
+	b := NewBreaker(next, 3, 50*time.Millisecond, slog.New(slog.NewTextHandler(io.Discard, nil)), m, nil)
 	for range 3 {
 		if _, err := b.Publish(context.Background(), "t", nil, nil); err == nil || errors.Is(err, ErrOpen) {
 			t.Fatalf("err = %v, want Pub/Sub's own error", err)

@@ -117,6 +117,11 @@ type Phase struct {
 	// since the first completion: deadlines and timeout tiers alike.
 	Timed       []TimedRule `yaml:"timed"`
 	LateArrival bool        `yaml:"late_arrival"`
+	// StuckAfter is how long after its first completion a gate may go
+	// without a published trigger before it is overdue: Health counts it
+	// and the sweep raises one warning (and its "resolved" once it
+	// triggers). It must be shorter than sweep.look_back.
+	StuckAfter time.Duration `yaml:"stuck_after"`
 }
 
 // TimedRule fires when at least MinCompleted expected processors are in and
@@ -404,6 +409,10 @@ func (c *Config) Validate() error {
 		}
 		if len(p.Critical) > 0 && (p.MajorityPercent < 1 || p.MajorityPercent > 100) {
 			bad(f+".majority_percent", "must be between 1 and 100 when critical is set, got %d", p.MajorityPercent)
+		}
+		positive(f+".stuck_after", p.StuckAfter)
+		if p.StuckAfter >= c.Sweep.LookBack {
+			bad(f+".stuck_after", "must be shorter than sweep.look_back (%v), got %v", c.Sweep.LookBack, p.StuckAfter)
 		}
 		for j, r := range p.Timed {
 			rf := fmt.Sprintf("%s.timed[%d]", f, j)

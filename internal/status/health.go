@@ -3,52 +3,188 @@ package status
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"log/slog"
+	"maps"
 	"net/http"
+	"slices"
+	"sync"
 	"time"
 
 	"cloud.google.com/go/firestore"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
+	"golang.org/x/sync/errgroup"
 
+	"github.com/phasegate/phasegate/internal/alert"
 	"github.com/phasegate/phasegate/internal/clock"
-	"github.com/phasegate/phasegate/internal/metrics"
+	"github.com/phasegate/phasegate/internal/config"
+	"github.com/phasegate/phasegate/internal/opstate"
 )
 
-// Health reports whether this instance can reach its state store, the
-// state of its circuit breakers, and its counters.
+// SweepLate is how old the last sweep may be before Health says degraded:
+// three missed runs of a five-minute schedule.
+const SweepLate = 15 * time.Minute
+
+// healthTimeout bounds Health's reads, which run concurrently. It is
+// generous because a new instance's first RPCs are slow (the emulator's take
+// seconds on a busy machine): "unavailable" must mean Firestore, not a
+// cold start.
+const healthTimeout = 20 * time.Second
+
+// Health answers the same on every instance, from durable state only
+// (CONTRACT §11): the sweep's heartbeat, each breaker's last recorded
+// transition, overdue gates, unconfirmed claims and the alert outbox. Its
+// reads are bounded whatever the data: one BatchGet, one count aggregation
+// per query, and one single-document query.
 type Health struct {
-	FS       *firestore.Client
-	Breakers func() map[string]string
-	Metrics  *metrics.Registry
-	Clock    clock.Clock
+	FS          *firestore.Client
+	Phases      []config.Phase
+	BatchColl   string   // the prediction batches' collection
+	BatchState  string   // its claim-state field
+	BreakerList []string // recorded breaker names to report
+	Clock       clock.Clock
+	Log         *slog.Logger
+	// Instance, when set, adds this instance's own view under "instance".
+	Instance func() any
 }
 
-// ServeHTTP answers 200 when Firestore answers, 503 otherwise. An open
-// Slack breaker degrades but does not fail health: alerts wait in the
-// outbox.
-func (h *Health) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
+// Report is Health's JSON.
+type Report struct {
+	Status           string                     `json:"status"` // ok | degraded | unavailable
+	LastSweepAt      *time.Time                 `json:"last_sweep_at"`
+	Overdue          int64                      `json:"overdue"`
+	Unpublished      int64                      `json:"unpublished"`
+	AlertsWaiting    int64                      `json:"alerts_waiting"`
+	OldestAlertAgeS  int64                      `json:"oldest_alert_age_s"`
+	Breakers         map[string]opstate.Breaker `json:"breakers"`
+	Reasons          []string                   `json:"reasons,omitempty"`
+	Error            string                     `json:"error,omitempty"`
+	Instance         any                        `json:"instance,omitempty"`
+	OverdueByPhase   map[string]int64           `json:"overdue_by_phase,omitempty"`
+	UnpublishedByKey map[string]int64           `json:"unpublished_by_collection,omitempty"`
+}
+
+// Check reads the durable state and judges it.
+func (h *Health) Check(ctx context.Context) Report {
+	ctx, cancel := context.WithTimeout(ctx, healthTimeout)
 	defer cancel()
-	body := map[string]any{"time": h.Clock.Now().Format(time.RFC3339), "metrics": h.Metrics.Snapshot()}
-	code, state := http.StatusOK, "ok"
-	// A read of a document that need not exist proves the store answers.
-	_, err := h.FS.Collection("phasegate_health").Doc("probe").Get(ctx)
-	if err != nil && status.Code(err) != codes.NotFound {
-		code, state = http.StatusServiceUnavailable, "unavailable"
-		body["firestore"] = err.Error()
-	} else {
-		body["firestore"] = "ok"
+	now := h.Clock.Now().UTC()
+	r := Report{Breakers: map[string]opstate.Breaker{}, OverdueByPhase: map[string]int64{}, UnpublishedByKey: map[string]int64{}}
+	var (
+		mu      sync.Mutex
+		facts   opstate.Facts
+		waiting alert.Waiting
+	)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() (err error) {
+		facts, err = opstate.Read(gctx, h.FS, now, h.BreakerList)
+		return err
+	})
+	g.Go(func() (err error) {
+		waiting, err = alert.ReadWaiting(gctx, h.FS)
+		return err
+	})
+	for _, p := range h.Phases {
+		coll := h.FS.Collection(p.Collection)
+		g.Go(func() error {
+			// Open (a trigger owed or unconfirmed) with the first completion
+			// older than stuck_after; the sweep's composite index serves it.
+			n, err := opstate.Count(gctx, coll.Where("_open", "==", true).
+				Where("_first_completion_at", "<=", now.Add(-p.StuckAfter)).
+				OrderBy("_first_completion_at", firestore.Desc))
+			if err != nil {
+				return fmt.Errorf("count overdue %s: %w", p.Collection, err)
+			}
+			mu.Lock()
+			r.OverdueByPhase[p.Name] = n
+			mu.Unlock()
+			return nil
+		})
+		g.Go(func() error {
+			n, err := opstate.Count(gctx, coll.Where("_trigger_state", "in", []string{"claimed", "released"}))
+			if err != nil {
+				return fmt.Errorf("count unpublished %s: %w", p.Collection, err)
+			}
+			mu.Lock()
+			r.UnpublishedByKey[p.Collection] = n
+			mu.Unlock()
+			return nil
+		})
 	}
-	breakers := h.Breakers()
-	for _, s := range breakers {
-		if s != "closed" && state == "ok" {
-			state = "degraded"
+	if h.BatchColl != "" {
+		g.Go(func() error {
+			n, err := opstate.Count(gctx, h.FS.Collection(h.BatchColl).Where(h.BatchState, "in", []string{"claimed", "released"}))
+			if err != nil {
+				return fmt.Errorf("count unpublished %s: %w", h.BatchColl, err)
+			}
+			mu.Lock()
+			r.UnpublishedByKey[h.BatchColl] = n
+			mu.Unlock()
+			return nil
+		})
+	}
+	if h.Instance != nil {
+		r.Instance = h.Instance()
+	}
+	if err := g.Wait(); err != nil {
+		r.Status, r.Error = "unavailable", err.Error()
+		if h.Log != nil {
+			h.Log.ErrorContext(ctx, "health: durable state unreadable", "error", err.Error())
+		}
+		return r
+	}
+	for _, n := range r.OverdueByPhase {
+		r.Overdue += n
+	}
+	for _, n := range r.UnpublishedByKey {
+		r.Unpublished += n
+	}
+	r.Breakers = facts.Breakers
+	r.AlertsWaiting = waiting.Count
+	if !waiting.Oldest.IsZero() {
+		r.OldestAlertAgeS = int64(now.Sub(waiting.Oldest).Seconds())
+	}
+	if !facts.LastSweepAt.IsZero() {
+		t := facts.LastSweepAt.UTC()
+		r.LastSweepAt = &t
+	}
+	switch {
+	case facts.LastSweepAt.IsZero():
+		r.Reasons = append(r.Reasons, "no sweep has run")
+	case now.Sub(facts.LastSweepAt) > SweepLate:
+		r.Reasons = append(r.Reasons, fmt.Sprintf("last sweep %s ago", now.Sub(facts.LastSweepAt).Round(time.Second)))
+	}
+	if r.Overdue > 0 {
+		r.Reasons = append(r.Reasons, fmt.Sprintf("%d gate(s) overdue", r.Overdue))
+	}
+	if r.Unpublished > 0 {
+		r.Reasons = append(r.Reasons, fmt.Sprintf("%d claim(s) not confirmed", r.Unpublished))
+	}
+	if r.AlertsWaiting > 0 {
+		r.Reasons = append(r.Reasons, fmt.Sprintf("%d alert(s) waiting", r.AlertsWaiting))
+	}
+	for _, name := range slices.Sorted(maps.Keys(r.Breakers)) {
+		if b := r.Breakers[name]; b.State != "closed" {
+			r.Reasons = append(r.Reasons, "breaker "+name+" "+b.State)
 		}
 	}
-	body["status"], body["breakers"] = state, breakers
+	r.Status = "ok"
+	if len(r.Reasons) > 0 {
+		r.Status = "degraded"
+	}
+	return r
+}
+
+// ServeHTTP answers 200 for ok and degraded, 503 when Firestore cannot be
+// read.
+func (h *Health) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	r := h.Check(req.Context())
+	code := http.StatusOK
+	if r.Status == "unavailable" {
+		code = http.StatusServiceUnavailable
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
-	_ = enc.Encode(body)
+	_ = enc.Encode(r)
 }

@@ -59,18 +59,3 @@ func TestStatus(t *testing.T) {
 		}
 	}
 }
-
-func TestHealth(t *testing.T) {
-	e := apptest.New(t)
-	h, _ := e.App.Handler("Health")
-	w := get(t, h, "/Health", "")
-	var body map[string]any
-	_ = json.Unmarshal(w.Body.Bytes(), &body)
-	if w.Code != 200 || body["status"] != "ok" || body["firestore"] != "ok" {
-		t.Fatalf("health %d: %s", w.Code, w.Body)
-	}
-	breakers, _ := body["breakers"].(map[string]any)
-	if breakers["pubsub"] != "closed" || breakers["error"] != "closed" {
-		t.Fatalf("breakers = %v", body["breakers"])
-	}
-}

@@ -47,16 +47,22 @@ type Alerts interface {
 	Flush(ctx context.Context) (int, error)
 }
 
+// Heartbeat records that a sweep finished, for Health on every instance.
+type Heartbeat interface {
+	SweepDone(ctx context.Context, summary map[string]any) error
+}
+
 // Sweeper runs sweeps.
 type Sweeper struct {
-	FS      *firestore.Client
-	Gates   []Gate
-	Batches Batches // nil: no batch pass
-	Alerts  Alerts
-	Clock   clock.Clock
-	Cfg     config.Sweep
-	Log     *slog.Logger
-	Metrics *metrics.Registry
+	FS        *firestore.Client
+	Gates     []Gate
+	Batches   Batches // nil: no batch pass
+	Alerts    Alerts
+	Heartbeat Heartbeat // nil: not recorded
+	Clock     clock.Clock
+	Cfg       config.Sweep
+	Log       *slog.Logger
+	Metrics   *metrics.Registry
 }
 
 // Report summarises one sweep.
@@ -162,6 +168,13 @@ func (s *Sweeper) Run(ctx context.Context) (Report, error) {
 	s.Metrics.Inc("sweep.runs")
 	if len(queryErrs) > 0 {
 		return r, errs.E(errs.Transient, "sweep_query", errors.Join(queryErrs...))
+	}
+	if s.Heartbeat != nil {
+		// Only a sweep that could read what it sweeps counts as one.
+		if err := s.Heartbeat.SweepDone(ctx, map[string]any{"visited": r.Visited, "triggered": len(r.Triggered),
+			"failed": r.Failed, "alerts_sent": r.Alerts}); err != nil {
+			return r, errs.E(errs.Transient, "sweep_heartbeat", err)
+		}
 	}
 	return r, nil
 }
