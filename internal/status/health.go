@@ -83,44 +83,30 @@ func (h *Health) Check(ctx context.Context) Report {
 		waiting, err = alert.ReadWaiting(gctx, h.FS)
 		return err
 	})
-	for _, p := range h.Phases {
-		coll := h.FS.Collection(p.Collection)
+	count := func(into map[string]int64, key string, q firestore.Query) {
 		g.Go(func() error {
-			// Open (a trigger owed or unconfirmed) with the first completion
-			// older than stuck_after; the sweep's composite index serves it.
-			n, err := opstate.Count(gctx, coll.Where("_open", "==", true).
-				Where("_first_completion_at", "<=", now.Add(-p.StuckAfter)).
-				OrderBy("_first_completion_at", firestore.Desc))
+			n, err := opstate.Count(gctx, q)
 			if err != nil {
-				return fmt.Errorf("count overdue %s: %w", p.Collection, err)
+				return fmt.Errorf("count %s: %w", key, err)
 			}
 			mu.Lock()
-			r.OverdueByPhase[p.Name] = n
-			mu.Unlock()
-			return nil
-		})
-		g.Go(func() error {
-			n, err := opstate.Count(gctx, coll.Where("_trigger_state", "in", []string{"claimed", "released"}))
-			if err != nil {
-				return fmt.Errorf("count unpublished %s: %w", p.Collection, err)
-			}
-			mu.Lock()
-			r.UnpublishedByKey[p.Collection] = n
+			into[key] = n
 			mu.Unlock()
 			return nil
 		})
 	}
+	unconfirmed := []string{"claimed", "released"}
+	for _, p := range h.Phases {
+		coll := h.FS.Collection(p.Collection)
+		// Open (a trigger owed or unconfirmed) with the first completion
+		// older than stuck_after; the sweep's composite index serves it.
+		count(r.OverdueByPhase, p.Name, coll.Where("_open", "==", true).
+			Where("_first_completion_at", "<=", now.Add(-p.StuckAfter)).
+			OrderBy("_first_completion_at", firestore.Desc))
+		count(r.UnpublishedByKey, p.Collection, coll.Where("_trigger_state", "in", unconfirmed))
+	}
 	if h.BatchColl != "" {
-		g.Go(func() error {
-			n, err := opstate.Count(gctx, h.FS.Collection(h.BatchColl).Where(h.BatchState, "in", []string{"claimed", "released"}))
-			if err != nil {
-				return fmt.Errorf("count unpublished %s: %w", h.BatchColl, err)
-			}
-			mu.Lock()
-			r.UnpublishedByKey[h.BatchColl] = n
-			mu.Unlock()
-			return nil
-		})
+		count(r.UnpublishedByKey, h.BatchColl, h.FS.Collection(h.BatchColl).Where(h.BatchState, "in", unconfirmed))
 	}
 	if h.Instance != nil {
 		r.Instance = h.Instance()
