@@ -54,6 +54,9 @@ type Gate struct {
 	// The Pub/Sub circuit breaker (per instance).
 	BreakerFailures int           `yaml:"publish_breaker_failures"`
 	BreakerOpenFor  time.Duration `yaml:"publish_breaker_open_for"`
+	// PublishFailuresAlert is how many failed publishes of one trigger raise
+	// its error alert (a missing topic or permission fails every time).
+	PublishFailuresAlert int `yaml:"publish_failures_alert"`
 }
 
 // Idempotency configures the pubsub_deduplication keys.
@@ -324,6 +327,9 @@ func (c *Config) Validate() error {
 	positive("gate.publish_breaker_open_for", c.Gate.BreakerOpenFor)
 	if c.Gate.BreakerFailures < 1 {
 		bad("gate.publish_breaker_failures", "must be at least 1")
+	}
+	if c.Gate.PublishFailuresAlert < 1 {
+		bad("gate.publish_failures_alert", "must be at least 1")
 	}
 	if c.Gate.WriteAttempts < 1 {
 		bad("gate.write_attempts", "must be at least 1")

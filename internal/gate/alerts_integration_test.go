@@ -145,3 +145,30 @@ func TestPartialAlertNotRecordedRaisedBySweep(t *testing.T) {
 		t.Fatalf("slack posts = %+v, want the one partial alert", posts)
 	}
 }
+
+// A trigger whose publish keeps failing (a missing topic, a permission)
+// raises one error alert after gate.publish_failures_alert failures, and
+// its "resolved" once it goes out.
+func TestPublishKeepsFailingRaisesOneError(t *testing.T) {
+	e := apptest.New(t, apptest.FailPublishes("nba-predictions-trigger", 8), apptest.WithConfig(func(c *config.Config) {
+		c.Gate.BreakerFailures = 100 // every redelivery reaches the failing publisher
+	}))
+	sub := e.Sub("nba-predictions-trigger")
+	for _, p := range phase4 {
+		if c := e.Deliver("Phase4To5", "m-"+p, apptest.Completion(p, "2026-01-19", "success")); c >= 300 {
+			t.Fatalf("%s: status %d", p, c)
+		}
+	}
+	if got := triggers(t, sub.Drain(t, time.Second)); len(got) != 1 {
+		t.Fatalf("got %d triggers, want 1", len(got))
+	}
+	posts := e.Slack.Delivered()
+	if len(posts) != 2 || posts[0].Path != "/error" || !strings.Contains(posts[0].Text, "keeps failing to publish") ||
+		!strings.HasPrefix(posts[1].Text, "✅ Resolved") {
+		var texts []string
+		for _, p := range posts {
+			texts = append(texts, p.Path+" "+p.Text)
+		}
+		t.Fatalf("slack posts = %v, want one publish-failing error and its resolved follow-up", texts)
+	}
+}

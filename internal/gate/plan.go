@@ -165,6 +165,7 @@ func (g *Gate) claim(pl *plan, date gamedate.Date, st *docState, ev *event, src 
 	pl.token = newToken()
 	pl.set(fState, stateClaimed)
 	pl.set(fGeneration, gen)
+	pl.set(fPublishFailures, 0)
 	pl.set(fTriggerID, msg.TriggerID)
 	pl.set(fPayload, string(payload))
 	pl.set(fPartial, d.IsPartial)

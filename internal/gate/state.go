@@ -38,6 +38,8 @@ const (
 	fAlertResolved   = "_alert_resolved"
 	fUpdatedAt       = "_updated_at"
 	fHistory         = "_sweep_actions"
+	// fPublishFailures counts failed publishes of the current generation.
+	fPublishFailures = "_publish_failures"
 )
 
 // Trigger states.
@@ -68,6 +70,8 @@ type docState struct {
 	alertKey   string
 	resolved   bool
 	corrID     string
+
+	publishFailures int64
 }
 
 func decodeState(p *config.Phase, snap *firestore.DocumentSnapshot) *docState {
@@ -100,6 +104,7 @@ func decodeData(p *config.Phase, data map[string]any, updateTime time.Time) *doc
 	st.alertKey, _ = st.data[fAlertKey].(string)
 	st.resolved, _ = st.data[fAlertResolved].(bool)
 	st.corrID, _ = st.data[fCorrelation].(string)
+	st.publishFailures, _ = st.data[fPublishFailures].(int64)
 	return st
 }
 

@@ -25,8 +25,18 @@ func (g *Gate) publishAndConfirm(ctx context.Context, date gamedate.Date, ref *f
 	cancel()
 	if err != nil {
 		g.Metrics.Inc(g.phase.Name + ".publish_failed")
-		if rerr := g.release(context.WithoutCancel(ctx), ref, st.token); rerr != nil {
+		failures, rerr := g.release(context.WithoutCancel(ctx), ref, st.token)
+		if rerr != nil {
 			g.Log.ErrorContext(ctx, "releasing the claim failed; it expires with its lease", "error", rerr.Error())
+		}
+		g.Log.ErrorContext(ctx, "trigger not published; claim released for the redelivery", "trigger_id", st.triggerID,
+			"publish_failures", failures, "error", err.Error())
+		if failures >= int64(g.Gate.PublishFailuresAlert) {
+			// Raised again on every later failure until recorded; the
+			// service sends one per key.
+			if aerr := g.Alerts.Raise(ctx, g.publishFailingAlert(date, st, failures, err)); aerr != nil {
+				g.Log.ErrorContext(ctx, "publish-failure alert not recorded; the next failure raises it", "error", aerr.Error())
+			}
 		}
 		return out, errs.E(errs.Transient, "publish_failed", err)
 	}
@@ -48,11 +58,33 @@ func (g *Gate) publishAndConfirm(ctx context.Context, date gamedate.Date, ref *f
 		// the same trigger_id once the claim expires.
 		return out, errs.E(errs.Transient, "confirm_failed", err)
 	}
+	if st.publishFailures >= int64(g.Gate.PublishFailuresAlert) {
+		// The follow-up is a courtesy: the trigger is out, and an error here
+		// must not make the event republish it.
+		if err := g.Alerts.Resolve(ctx, alert.Alert{Key: publishFailingKey(st.triggerID), Phase: g.phase.Name,
+			GameDate: date.String(), Title: fmt.Sprintf("trigger %s published after %d failures", st.triggerID, st.publishFailures)}); err != nil {
+			g.Log.WarnContext(ctx, "publish-failure alert's follow-up not recorded", "error", err.Error())
+		}
+	}
 	g.Metrics.Inc(g.phase.Name + ".triggered")
 	g.Log.InfoContext(ctx, "next phase triggered", "trigger_id", st.triggerID, "trigger_reason", msg.TriggerReason,
 		"missing_processors", msg.MissingProcessors, "pubsub_message_id", id, "mode", msg.Mode)
 	out.TriggerID, out.Reason, out.Missing = st.triggerID, msg.TriggerReason, msg.MissingProcessors
 	return out, nil
+}
+
+// publishFailingKey is the key of the alert of a trigger that keeps failing
+// to publish: one per trigger_id.
+func publishFailingKey(triggerID string) string { return triggerID + ":publish_failing" }
+
+func (g *Gate) publishFailingAlert(date gamedate.Date, st *docState, failures int64, err error) alert.Alert {
+	return alert.Alert{
+		Key: publishFailingKey(st.triggerID), Severity: alert.Error,
+		Title: fmt.Sprintf("%s for %s: trigger %s keeps failing to publish", g.phase.Name, date, st.triggerID),
+		Phase: g.phase.Name, GameDate: date.String(), Reason: "publish_failing",
+		Elapsed: g.Clock.Now().Sub(st.first),
+		Detail:  fmt.Sprintf("%d failed publishes to %s; last error: %v. Check the topic exists and the function's identity may publish to it.", failures, g.phase.OutputTopic, err),
+	}
 }
 
 func (g *Gate) partialAlert(date gamedate.Date, st *docState, msg Message) alert.Alert {
@@ -90,19 +122,25 @@ func (g *Gate) confirm(ctx context.Context, ref *firestore.DocumentRef, claimed 
 	})
 }
 
-// release gives up this attempt's claim after a failed publish.
-func (g *Gate) release(ctx context.Context, ref *firestore.DocumentRef, token string) error {
-	return g.update(ctx, ref, nil, func(st *docState) []firestore.Update {
+// release gives up this attempt's claim after a failed publish and counts
+// the failure; it returns the trigger's failures so far.
+func (g *Gate) release(ctx context.Context, ref *firestore.DocumentRef, token string) (int64, error) {
+	var failures int64
+	err := g.update(ctx, ref, nil, func(st *docState) []firestore.Update {
+		failures = st.publishFailures
 		if st.state != stateClaimed || st.token != token {
 			return nil // taken over or finished by someone else
 		}
+		failures++
 		return []firestore.Update{
 			{Path: fState, Value: stateReleased},
 			{Path: fClaimExpires, Value: firestore.Delete},
 			{Path: fClaimToken, Value: firestore.Delete},
+			{Path: fPublishFailures, Value: failures},
 			{Path: fUpdatedAt, Value: g.Clock.Now()},
 		}
 	})
+	return failures, err
 }
 
 // update applies f's updates with the same optimistic loop as recording.

@@ -6,15 +6,21 @@ import (
 	"time"
 
 	"github.com/phasegate/phasegate/internal/apptest"
+	"github.com/phasegate/phasegate/internal/config"
 	"github.com/phasegate/phasegate/internal/gamedate"
 )
 
 // TestSweepReadCost measures what one sweep reads with 30 days of gate
-// documents (90, three phases) of which 3 are open: the query returns only
-// the open gates in the look-back, so documents read = open gates.
+// documents (90, three phases) of which 3 are open, none overdue: the query
+// returns only the open gates in the look-back, so documents read = open
+// gates, and the overdue queries return nothing.
 func TestSweepReadCost(t *testing.T) {
 	count, rpcs := apptest.CountRPCs(t)
-	e := apptest.New(t, count)
+	e := apptest.New(t, count, apptest.WithConfig(func(c *config.Config) {
+		for i := range c.Phases {
+			c.Phases[i].StuckAfter = 48 * time.Hour // the open gates are at most a day old
+		}
+	}))
 	start, _ := gamedate.Parse("2025-12-20")
 	procs := map[string][]string{
 		"Phase2To3": {"BdlPlayerBoxscoresProcessor", "BigDataBallPbpProcessor", "OddsApiGameLinesBatchProcessor", "NbacScheduleProcessor", "NbacGamebookProcessor", "BrRostersCurrentProcessor"},
@@ -42,8 +48,12 @@ func TestSweepReadCost(t *testing.T) {
 	sweepOnce(t, e)
 	total, methods, docs := rpcs.Take()
 	t.Logf("one sweep over 30 days × 3 phases with 3 open gates: %d RPCs %v, %d documents read", total, methods, docs)
-	// Three queries return the three open gates; the alert outbox query and
-	// the batch query return nothing. No gate triggers, so nothing is written.
+	// Three queries return the three open gates; the overdue queries, the
+	// alert outbox query and the batch query return nothing. No gate
+	// triggers, so the one write is the sweep's heartbeat.
+	if methods["/google.firestore.v1.Firestore/Commit"] != 1 {
+		t.Errorf("sweep committed %d times, want 1 (the heartbeat)", methods["/google.firestore.v1.Firestore/Commit"])
+	}
 	if docs != 3 {
 		t.Fatalf("sweep read %d documents, want 3 (the open gates only)", docs)
 	}

@@ -31,6 +31,8 @@ import (
 type Gate interface {
 	Phase() *config.Phase
 	Evaluate(ctx context.Context, date gamedate.Date, src gate.Source, snap *firestore.DocumentSnapshot) (gate.Outcome, error)
+	OverdueQueries(fs *firestore.Client, cutoff time.Time) []firestore.Query
+	CheckOverdue(ctx context.Context, date gamedate.Date, snap *firestore.DocumentSnapshot) (string, error)
 }
 
 // Batches completes stalled and over-age prediction batches. Sweep's error
@@ -73,6 +75,9 @@ type Report struct {
 	Failed    int
 	Batches   string
 	Alerts    int
+	// Overdue warnings raised and resolved by this sweep.
+	Overdue         int
+	OverdueResolved int
 	// QueryFailed names each collection whose query failed: what it would
 	// have found was not visited.
 	QueryFailed []string
@@ -83,7 +88,7 @@ func (s *Sweeper) Handle(ctx context.Context, _ envelope.Message) error {
 	r, err := s.Run(ctx)
 	s.Log.InfoContext(ctx, "sweep finished", "visited", r.Visited, "triggered", r.Triggered,
 		"waiting", r.Waiting, "failed", r.Failed, "batches", r.Batches, "alerts_sent", r.Alerts,
-		"query_failed", r.QueryFailed)
+		"overdue_raised", r.Overdue, "overdue_resolved", r.OverdueResolved, "query_failed", r.QueryFailed)
 	return err
 }
 
@@ -150,6 +155,13 @@ func (s *Sweeper) Run(ctx context.Context) (Report, error) {
 		}
 	}
 	_ = g.Wait()
+	// After the gates, so that a gate this sweep just triggered is not
+	// reported overdue.
+	for _, gt := range s.Gates {
+		if err := s.overdue(ctx, gt, now, &r); err != nil {
+			queryFailed(gt.Phase().Collection, err)
+		}
+	}
 	if s.Batches != nil && budget > 0 {
 		br, err := s.Batches.Sweep(ctx, s.Cfg.LookBack, budget)
 		if err != nil {
@@ -177,6 +189,47 @@ func (s *Sweeper) Run(ctx context.Context) (Report, error) {
 		}
 	}
 	return r, nil
+}
+
+// overdueLimit bounds each overdue query of one sweep; a gate left out is
+// found by the next one.
+const overdueLimit = 50
+
+// overdue raises the warning of each gate open longer than its phase's
+// stuck_after, at any age, and resolves those that have since triggered.
+func (s *Sweeper) overdue(ctx context.Context, gt Gate, now time.Time, r *Report) error {
+	p := gt.Phase()
+	seen := map[string]bool{}
+	for _, q := range gt.OverdueQueries(s.FS, now.Add(-p.StuckAfter)) {
+		snaps, err := q.Limit(overdueLimit).Documents(ctx).GetAll()
+		if err != nil {
+			return fmt.Errorf("sweep: overdue gates of %s: %w", p.Collection, err)
+		}
+		for _, snap := range snaps {
+			date, err := gamedate.Parse(snap.Ref.ID)
+			if err != nil || seen[snap.Ref.ID] {
+				continue
+			}
+			seen[snap.Ref.ID] = true
+			ictx := logging.WithLabels(ctx, "phase", p.Name, "game_date", date.String())
+			action, err := gt.CheckOverdue(ictx, date, snap)
+			switch {
+			case err != nil:
+				r.Failed++
+				s.Metrics.Inc("sweep.overdue_failed")
+				s.Log.ErrorContext(ictx, "sweep could not record an overdue gate's alert; the next sweep retries", "error", err.Error())
+			case action == gate.OverdueRaised:
+				r.Overdue++
+				s.Metrics.Inc("sweep.overdue_raised")
+				s.Log.WarnContext(ictx, "gate overdue", "overdue_event", action, "stuck_after", p.StuckAfter.String())
+			case action == gate.OverdueResolved:
+				r.OverdueResolved++
+				s.Metrics.Inc("sweep.overdue_resolved")
+				s.Log.InfoContext(ictx, "gate no longer overdue", "overdue_event", action)
+			}
+		}
+	}
+	return nil
 }
 
 // openGates queries a phase's gates that still owe or have not confirmed a
