@@ -154,14 +154,7 @@ func TestPublishKeepsFailingRaisesOneError(t *testing.T) {
 		c.Gate.BreakerFailures = 100 // every redelivery reaches the failing publisher
 	}))
 	sub := e.Sub("nba-predictions-trigger")
-	for _, p := range phase4 {
-		if c := e.Deliver("Phase4To5", "m-"+p, apptest.Completion(p, "2026-01-19", "success")); c >= 300 {
-			t.Fatalf("%s: status %d", p, c)
-		}
-	}
-	if got := triggers(t, sub.Drain(t, time.Second)); len(got) != 1 {
-		t.Fatalf("got %d triggers, want 1", len(got))
-	}
+	deliverPhase4OneTrigger(t, e, sub)
 	posts := e.Slack.Delivered()
 	if len(posts) != 2 || posts[0].Path != "/error" || !strings.Contains(posts[0].Text, "keeps failing to publish") ||
 		!strings.HasPrefix(posts[1].Text, "✅ Resolved") {
