@@ -45,7 +45,7 @@ func batchStatusCmd() *cobra.Command {
 				return usagef("batch status: --batch-id is required")
 			}
 			return withApp(cmd, operator(cmd), func(a *app.App) error {
-				s, err := a.Batches.Status(cmd.Context(), id)
+				s, err := a.Batches.Status(cmd.Context(), id, batch.StatusOptions{CountDocuments: true})
 				if errors.Is(err, batch.ErrNotFound) {
 					return fmt.Errorf("batch %s not found", id)
 				}
@@ -66,7 +66,7 @@ func batchStatusCmd() *cobra.Command {
 				for _, row := range [][2]string{
 					{"batch", s.BatchID}, {"game date", s.GameDate}, {"correlation id", s.CorrelationID},
 					{"mode", s.Mode}, {"expected players", fmt.Sprint(s.Expected)},
-					{"counted, subcollection", fmt.Sprint(s.Subcollection)},
+					{"counted, subcollection", fmt.Sprint(*s.Subcollection)},
 					{"counted, counter shards", fmt.Sprint(s.Shards)},
 					{"counted, array", fmt.Sprint(s.Array)},
 					{"array only (not in subcollection)", fmt.Sprint(s.ArrayOnly)},

@@ -9,7 +9,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"os"
+	"strconv"
 
 	"cloud.google.com/go/firestore"
 	"google.golang.org/api/option"
@@ -137,17 +139,35 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*App, error) {
 	a.Sweeper.Batches = batch.ForSweep{T: a.Batches}
 	a.handle("Sweep", a.Edge.Handler("Sweep", a.Sweeper.Handle))
 	a.Status = &status.Reader{FS: fs, Phases: cfg.Phases, Clock: o.Clock}
-	a.handle("Status", a.Status.Handler(func(ctx context.Context, id string) (any, bool, error) {
-		st, err := a.Batches.Status(ctx, id)
-		if errors.Is(err, batch.ErrNotFound) {
-			return nil, false, nil
-		}
-		return st, err == nil, err
-	}))
+	a.handle("Status", a.Status.Handler(a.batchStatus))
 	a.Health = &status.Health{FS: fs, Phases: cfg.Phases, BatchColl: batch.Collection, BatchState: batch.FieldState,
 		BreakerList: append(a.Notifier.BreakerNames(), bus.BreakerName), Clock: o.Clock, Log: o.Log, Instance: a.instance}
 	a.handle("Health", a.Health)
 	return a, nil
+}
+
+// batchStatus answers Status?batch_id=: the batch in O(1) reads, or with
+// completions=true a page of its completion list (page_size, page_token).
+func (a *App) batchStatus(ctx context.Context, id string, q url.Values) (any, bool, error) {
+	var (
+		v   any
+		err error
+	)
+	if q.Get("completions") == "true" {
+		size := 0
+		if s := q.Get("page_size"); s != "" {
+			if size, err = strconv.Atoi(s); err != nil || size < 1 || size > batch.MaxPageSize {
+				return nil, false, fmt.Errorf("%w: page_size must be 1 to %d", status.ErrBadRequest, batch.MaxPageSize)
+			}
+		}
+		v, err = a.Batches.Completions(ctx, id, q.Get("page_token"), size)
+	} else {
+		v, err = a.Batches.Status(ctx, id, batch.StatusOptions{})
+	}
+	if errors.Is(err, batch.ErrNotFound) {
+		return nil, false, nil
+	}
+	return v, err == nil, err
 }
 
 // instance is this instance's own view, which Health adds under "instance":

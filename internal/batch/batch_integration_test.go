@@ -245,8 +245,8 @@ func TestMigrateTwice(t *testing.T) {
 	// batch's own total carries them.
 	one(t, completions(t, sub.Drain(t, time.Second)), "mig", "success", 300, sumPreds(all))
 	checkClean(t, e, "mig")
-	st, err := e.App.Batches.Status(ctx, "mig")
-	if err != nil || !st.Complete || st.Subcollection != 300 || st.Shards != 300 || st.Array != 200 || st.Distinct != 300 {
+	st, err := e.App.Batches.Status(ctx, "mig", batch.StatusOptions{CountDocuments: true})
+	if err != nil || !st.Complete || st.Subcollection == nil || *st.Subcollection != 300 || st.Shards != 300 || st.Array != 200 || st.Distinct != 300 {
 		t.Fatalf("status = %+v, %v", st, err)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/phasegate/phasegate/internal/docid"
+	"github.com/phasegate/phasegate/internal/opstate"
 )
 
 // ErrNotFound reports a batch that does not exist.
@@ -27,7 +28,7 @@ type Status struct {
 	CorrelationID string    `json:"correlation_id"`
 	Mode          string    `json:"mode"` // the mode the current flags give this batch
 	Expected      int64     `json:"expected_players"`
-	Subcollection int64     `json:"counted_subcollection"` // completion documents
+	Subcollection *int64    `json:"counted_subcollection,omitempty"` // completion documents, when asked to count them
 	Shards        int64     `json:"counted_shards"`        // the counter shards' sum
 	Array         int64     `json:"counted_array"`         // len(completed_players)
 	ArrayOnly     int64     `json:"array_only"`            // array entries without a completion document
@@ -43,13 +44,19 @@ type Status struct {
 	CompletedAt   time.Time `json:"completion_time,omitzero"`
 }
 
-// Status reads one batch; ErrNotFound when it does not exist.
-func (t *Tracker) Status(ctx context.Context, batchID string) (*Status, error) {
+// StatusOptions choose what Status reads beyond its fixed set.
+type StatusOptions struct {
+	// CountDocuments counts the completion documents with a count
+	// aggregation (one RPC, billed a read per 1,000 documents), for an
+	// operator comparing them with the shards.
+	CountDocuments bool
+}
+
+// Status reads one batch — its document, its counter shards and its newest
+// completion, whatever its size — or ErrNotFound. The completions
+// themselves are Completions' to page through.
+func (t *Tracker) Status(ctx context.Context, batchID string, o StatusOptions) (*Status, error) {
 	tl, err := t.take(ctx, batchID, true)
-	if err != nil {
-		return nil, err
-	}
-	docs, err := t.listCompletions(ctx, batchID, tl.countedAt)
 	if err != nil {
 		return nil, err
 	}
@@ -58,7 +65,7 @@ func (t *Tracker) Status(ctx context.Context, batchID string) (*Status, error) {
 	s := &Status{
 		BatchID: batchID, GameDate: st.gameDate, CorrelationID: st.corrID,
 		Mode: ModeFor(t.Config.Batch, batchID).String(), Expected: st.expected,
-		Subcollection: int64(len(docs.ids)), Shards: shards, Array: int64(len(st.array)), ArrayOnly: int64(len(tl.arrayOnly)),
+		Shards: shards, Array: int64(len(st.array)), ArrayOnly: int64(len(tl.arrayOnly)),
 		Distinct: tl.players, Predictions: tl.totalPredictions, Complete: st.complete, State: st.cstate,
 		Status: st.status, Reason: st.reason, Completed: st.completedCount, StartTime: st.start,
 		ProgressTime: tl.progress, CompletedAt: st.completionTime,
@@ -69,7 +76,71 @@ func (t *Tracker) Status(ctx context.Context, batchID string) (*Status, error) {
 	if st.payload != "" {
 		s.Predictions = st.totalPredictions // the claim's final count, which the sum above would add again
 	}
+	if o.CountDocuments {
+		n, err := opstate.Count(ctx, t.batchRef(batchID).Collection(CompletionsSub).Query)
+		if err != nil {
+			return nil, fmt.Errorf("count completions: %w", err)
+		}
+		s.Subcollection = &n
+	}
 	return s, nil
+}
+
+// Bounds of one page of Completions.
+const (
+	DefaultPageSize = 100
+	MaxPageSize     = 1000
+)
+
+// CompletionPage is one page of a batch's completion documents, in
+// document-id order.
+type CompletionPage struct {
+	BatchID       string           `json:"batch_id"`
+	Completions   []CompletionItem `json:"completions"`
+	NextPageToken string           `json:"next_page_token,omitempty"` // empty on the last page
+}
+
+// CompletionItem is one worker completion as stored.
+type CompletionItem struct {
+	PlayerLookup     string    `json:"player_lookup"`
+	CompletedAt      time.Time `json:"completed_at"`
+	PredictionsCount int64     `json:"predictions_count"`
+}
+
+// Completions returns up to size completion documents after pageToken (a
+// document id from an earlier page's NextPageToken; empty for the first
+// page). It reads one document more than it returns, to know whether a
+// next page exists.
+func (t *Tracker) Completions(ctx context.Context, batchID, pageToken string, size int) (*CompletionPage, error) {
+	if size <= 0 {
+		size = DefaultPageSize
+	}
+	size = min(size, MaxPageSize)
+	if _, err := t.batchRef(batchID).Get(ctx); status.Code(err) == codes.NotFound {
+		return nil, errNoBatch
+	} else if err != nil {
+		return nil, fmt.Errorf("read batch: %w", err)
+	}
+	q := t.batchRef(batchID).Collection(CompletionsSub).OrderBy(firestore.DocumentID, firestore.Asc)
+	if pageToken != "" {
+		q = q.StartAfter(pageToken)
+	}
+	snaps, err := q.Select(FieldPlayer, FieldCompletedAt, FieldPredCount).Limit(size + 1).Documents(ctx).GetAll()
+	if err != nil {
+		return nil, fmt.Errorf("list completions: %w", err)
+	}
+	page := &CompletionPage{BatchID: batchID, Completions: []CompletionItem{}}
+	for i, s := range snaps {
+		if i == size {
+			page.NextPageToken = snaps[i-1].Ref.ID
+			break
+		}
+		d := s.Data()
+		p, _ := d[FieldPlayer].(string)
+		at, _ := d[FieldCompletedAt].(time.Time)
+		page.Completions = append(page.Completions, CompletionItem{PlayerLookup: p, CompletedAt: at, PredictionsCount: asInt(d[FieldPredCount])})
+	}
+	return page, nil
 }
 
 // CheckOptions selects the batches Check looks at.

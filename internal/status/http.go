@@ -3,9 +3,11 @@ package status
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"html/template"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -16,8 +18,12 @@ import (
 const MaxDates = 31
 
 // BatchStatus returns a prediction batch's state as a JSON-able value, or
-// found=false.
-type BatchStatus func(ctx context.Context, batchID string) (v any, found bool, err error)
+// found=false. q is the request's query, for its options (a page of the
+// completion list); an error wrapping ErrBadRequest answers 400.
+type BatchStatus func(ctx context.Context, batchID string, q url.Values) (v any, found bool, err error)
+
+// ErrBadRequest marks an error that is the request's fault.
+var ErrBadRequest = errors.New("bad request")
 
 // Handler serves GET ?date=YYYY-MM-DD[,…] and GET ?batch_id=…, as JSON, or
 // as an HTML page when the client asks for text/html.
@@ -31,7 +37,11 @@ func (r *Reader) Handler(batch BatchStatus) http.Handler {
 		var v any
 		switch {
 		case q.Get("batch_id") != "" && batch != nil:
-			b, found, err := batch(req.Context(), q.Get("batch_id"))
+			b, found, err := batch(req.Context(), q.Get("batch_id"), q)
+			if errors.Is(err, ErrBadRequest) {
+				http.Error(w, err.Error(), http.StatusBadRequest)
+				return
+			}
 			if err != nil {
 				http.Error(w, err.Error(), http.StatusServiceUnavailable)
 				return
