@@ -29,10 +29,10 @@ type Status struct {
 	Mode          string    `json:"mode"` // the mode the current flags give this batch
 	Expected      int64     `json:"expected_players"`
 	Subcollection *int64    `json:"counted_subcollection,omitempty"` // completion documents, when asked to count them
-	Shards        int64     `json:"counted_shards"`        // the counter shards' sum
-	Array         int64     `json:"counted_array"`         // len(completed_players)
-	ArrayOnly     int64     `json:"array_only"`            // array entries without a completion document
-	Distinct      int64     `json:"distinct_players"`      // |array ∪ subcollection|: what completion counts
+	Shards        int64     `json:"counted_shards"`                  // the counter shards' sum
+	Array         int64     `json:"counted_array"`                   // len(completed_players)
+	ArrayOnly     int64     `json:"array_only"`                      // array entries without a completion document
+	Distinct      int64     `json:"distinct_players"`                // |array ∪ subcollection|: what completion counts
 	Predictions   int64     `json:"total_predictions"`
 	Complete      bool      `json:"is_complete"`
 	State         string    `json:"completion_state,omitempty"`
