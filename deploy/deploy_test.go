@@ -107,14 +107,18 @@ func TestPlanParsesWithTheRealCLI(t *testing.T) {
 	if err != nil {
 		t.Fatal("gcloud (the Google Cloud CLI) is not installed; it ships with this machine's image")
 	}
+	// Each gcloud run costs about a second of CPU: a command that differs
+	// from one already checked only by the prefix in its names is the same
+	// to the parser and is skipped.
+	const prefix = "pg-"
 	seen := map[string]bool{}
 	var cmds [][]string
 	for _, extra := range []map[string]string{
 		nil,
-		{"PREFIX": "pg-", "PHASES": "phase3_to_phase4,prediction_batch", "CONFIG": "deploy/firestore.indexes.json", "OPERATORS": "group:ops@example.com,user:a@example.com"},
+		{"PREFIX": prefix, "PHASES": "phase3_to_phase4,prediction_batch", "CONFIG": "deploy/firestore.indexes.json", "OPERATORS": "group:ops@example.com,user:a@example.com"},
 	} {
 		for _, c := range plan(t, extra) {
-			if k := strings.Join(c, "\x00"); !seen[k] {
+			if k := strings.ReplaceAll(strings.Join(c, "\x00"), prefix, ""); !seen[k] {
 				seen[k] = true
 				cmds = append(cmds, c)
 			}
