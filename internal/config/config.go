@@ -34,7 +34,84 @@ type Config struct {
 	Sweep       Sweep       `yaml:"sweep"`
 	Alerts      Alerts      `yaml:"alerts"`
 	Batch       Batch       `yaml:"batch"`
+	BigQuery    BigQuery    `yaml:"bigquery"`
 	Phases      []Phase     `yaml:"phases"`
+}
+
+// BigQuery configures the data checks before triggers and the history table
+// (CONTRACT §10).
+type BigQuery struct {
+	// DataChecks is ENABLE_DATA_CHECKS; the unit is the game date.
+	DataChecks Flag `yaml:"data_checks"`
+	// History switches the phase_execution_log rows.
+	History Flag `yaml:"history"`
+	// Project holds the checked tables and the history table; empty means
+	// project_id.
+	Project string `yaml:"project"`
+	// EmulatorHost is BIGQUERY_EMULATOR_HOST (host:port or http://host:port).
+	EmulatorHost string `yaml:"-"`
+	// MaxBytesBilled caps every check query: a filter that stopped pruning
+	// fails the query instead of billing a full scan.
+	MaxBytesBilled int64         `yaml:"max_bytes_billed"`
+	QueryTimeout   time.Duration `yaml:"query_timeout"`
+	// CacheTTL is how long one instance reuses a (check, date) result.
+	CacheTTL     time.Duration `yaml:"cache_ttl"`
+	HistoryTable string        `yaml:"history_table"` // dataset.table
+	// HistoryBudget bounds the insert a request attempts; what it cannot
+	// write waits for the sweep.
+	HistoryBudget time.Duration `yaml:"history_budget"`
+}
+
+// DataCheck is one phase's pre-trigger check: row counts for the game date
+// in upstream tables.
+type DataCheck struct {
+	Name   string       `yaml:"name"`   // R-008
+	Action string       `yaml:"action"` // block | monitor
+	Tables []CheckTable `yaml:"tables"`
+	// MinTables is how many of the checked tables must hold rows (0: all).
+	// In same-day and tomorrow modes fewer tables are checked; the bound is
+	// then at most their number.
+	MinTables int `yaml:"min_tables"`
+	// Critical tables (dataset.table) must hold rows whatever MinTables says.
+	Critical []string `yaml:"critical"`
+	// MaxWait, measured from the first failed check, ends a block:
+	// AfterMaxWait proceed triggers with data_freshness_verified false,
+	// stay_blocked raises one error alert and keeps holding.
+	MaxWait      time.Duration `yaml:"max_wait"`
+	AfterMaxWait string        `yaml:"after_max_wait"`
+}
+
+// Check actions and what follows the maximum wait.
+const (
+	ActionBlock      = "block"
+	ActionMonitor    = "monitor"
+	AfterProceed     = "proceed"
+	AfterStayBlocked = "stay_blocked"
+)
+
+// CheckTable is one counted table.
+type CheckTable struct {
+	Table      string `yaml:"table"`       // dataset.table
+	DateColumn string `yaml:"date_column"` // a DATE column, the partitioning one
+	// Processor is the expected processor that writes the table: in
+	// same-day and tomorrow modes only the tables of required processors
+	// are checked.
+	Processor string `yaml:"processor"`
+}
+
+// TablesFor returns the tables a check counts when the gate waits for the
+// required processors (nil: every table).
+func (c *DataCheck) TablesFor(required []string) []CheckTable {
+	if required == nil {
+		return c.Tables
+	}
+	var out []CheckTable
+	for _, t := range c.Tables {
+		if slices.Contains(required, t.Processor) {
+			out = append(out, t)
+		}
+	}
+	return out
 }
 
 // Topics the orchestrator publishes to or is triggered by, beyond each
@@ -125,6 +202,8 @@ type Phase struct {
 	// and the sweep raises one warning (and its "resolved" once it
 	// triggers). It must be shorter than sweep.look_back.
 	StuckAfter time.Duration `yaml:"stuck_after"`
+	// DataCheck runs before the gate triggers (nil: none).
+	DataCheck *DataCheck `yaml:"data_check"`
 }
 
 // TimedRule fires when at least MinCompleted expected processors are in and
@@ -164,6 +243,8 @@ type env struct {
 	SubcollectionReads   *string `env:"USE_SUBCOLLECTION_READS, noinit"`
 	Idempotency          *string `env:"ENABLE_IDEMPOTENCY_KEYS, noinit"`
 	DedupTTLDays         *string `env:"DEDUP_TTL_DAYS, noinit"`
+	DataChecks           *string `env:"ENABLE_DATA_CHECKS, noinit"`
+	BigQueryEmulatorHost string  `env:"BIGQUERY_EMULATOR_HOST"`
 }
 
 // Load reads the configuration from the process environment.
@@ -279,6 +360,8 @@ func (e *env) apply(c *Config) error {
 	flag("DUAL_WRITE_MODE", &c.Batch.DualWrite, e.DualWrite)
 	flag("USE_SUBCOLLECTION_READS", &c.Batch.UseSubcollectionReads, e.SubcollectionReads)
 	flag("ENABLE_IDEMPOTENCY_KEYS", &c.Idempotency.Enabled, e.Idempotency)
+	flag("ENABLE_DATA_CHECKS", &c.BigQuery.DataChecks, e.DataChecks)
+	c.BigQuery.EmulatorHost = e.BigQueryEmulatorHost
 	if n, ok := integer("DEDUP_TTL_DAYS", e.DedupTTLDays); ok {
 		c.Idempotency.TTL = time.Duration(n) * 24 * time.Hour
 	}
@@ -368,6 +451,7 @@ func (c *Config) Validate() error {
 	if b.StallMinPercent < 1 || b.StallMinPercent > 100 {
 		bad("batch.stall_min_percent", "must be between 1 and 100, got %d", b.StallMinPercent)
 	}
+	c.BigQuery.validate(bad)
 	if len(c.Phases) == 0 {
 		bad("phases", "must not be empty")
 	}
@@ -420,6 +504,9 @@ func (c *Config) Validate() error {
 		if p.StuckAfter >= c.Sweep.LookBack {
 			bad(f+".stuck_after", "must be shorter than sweep.look_back (%v), got %v", c.Sweep.LookBack, p.StuckAfter)
 		}
+		if p.DataCheck != nil {
+			p.DataCheck.validate(f+".data_check", &p, bad)
+		}
 		for j, r := range p.Timed {
 			rf := fmt.Sprintf("%s.timed[%d]", f, j)
 			if !ValidName(r.Reason) {
@@ -432,4 +519,77 @@ func (c *Config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// tableRE is a dataset.table name as a check may put it into SQL: table
+// names cannot be query parameters, so only plain identifiers pass.
+var (
+	tableRE  = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*$`)
+	columnRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+)
+
+// ValidTable reports whether s is a dataset.table name a query may name.
+func ValidTable(s string) bool { return tableRE.MatchString(s) }
+
+func (b *BigQuery) validate(bad func(field, format string, args ...any)) {
+	if b.MaxBytesBilled < 1 {
+		bad("bigquery.max_bytes_billed", "must be a positive number of bytes")
+	}
+	for field, d := range map[string]time.Duration{"bigquery.query_timeout": b.QueryTimeout,
+		"bigquery.history_budget": b.HistoryBudget} {
+		if d <= 0 {
+			bad(field, "must be a positive duration, got %v", d)
+		}
+	}
+	if b.CacheTTL < 0 {
+		bad("bigquery.cache_ttl", "must not be negative")
+	}
+	if !ValidTable(b.HistoryTable) {
+		bad("bigquery.history_table", "%q is not a dataset.table name", b.HistoryTable)
+	}
+}
+
+func (c *DataCheck) validate(f string, p *Phase, bad func(field, format string, args ...any)) {
+	if c.Name == "" {
+		bad(f+".name", "must not be empty")
+	}
+	if c.Action != ActionBlock && c.Action != ActionMonitor {
+		bad(f+".action", "must be %s or %s, got %q", ActionBlock, ActionMonitor, c.Action)
+	}
+	if len(c.Tables) == 0 {
+		bad(f+".tables", "must not be empty")
+	}
+	names := map[string]bool{}
+	for i, t := range c.Tables {
+		tf := fmt.Sprintf("%s.tables[%d]", f, i)
+		if !ValidTable(t.Table) {
+			bad(tf+".table", "%q is not a dataset.table name", t.Table)
+		}
+		if names[t.Table] {
+			bad(tf+".table", "%q is listed twice", t.Table)
+		}
+		names[t.Table] = true
+		if !columnRE.MatchString(t.DateColumn) {
+			bad(tf+".date_column", "%q is not a column name", t.DateColumn)
+		}
+		if t.Processor != "" && !slices.Contains(p.Expected, t.Processor) {
+			bad(tf+".processor", "%q is not expected", t.Processor)
+		}
+	}
+	if c.MinTables < 0 || c.MinTables > len(c.Tables) {
+		bad(f+".min_tables", "must be between 0 (all) and %d, got %d", len(c.Tables), c.MinTables)
+	}
+	for _, t := range c.Critical {
+		if !names[t] {
+			bad(f+".critical", "%q is not one of the check's tables", t)
+		}
+	}
+	if c.Action == ActionBlock {
+		if c.MaxWait <= 0 {
+			bad(f+".max_wait", "must be a positive duration, got %v", c.MaxWait)
+		}
+		if c.AfterMaxWait != AfterProceed && c.AfterMaxWait != AfterStayBlocked {
+			bad(f+".after_max_wait", "must be %s or %s, got %q", AfterProceed, AfterStayBlocked, c.AfterMaxWait)
+		}
+	}
 }

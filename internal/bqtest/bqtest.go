@@ -1,0 +1,97 @@
+// Package bqtest gives tests a real BigQuery emulator (goccy's, built by
+// `make bigquery-emulator`): one process per test, so every test has its own
+// tables. Tests that need it skip, saying how to build it, when the binary
+// is absent; `make test` then prints one line about it at the end.
+package bqtest
+
+import (
+	"context"
+	"os"
+	"testing"
+	"time"
+
+	"cloud.google.com/go/bigquery"
+	"cloud.google.com/go/civil"
+
+	"github.com/phasegate/phasegate/internal/bqclient"
+	"github.com/phasegate/phasegate/internal/emulator"
+)
+
+// Env is one test's emulator and a client on it.
+type Env struct {
+	Emu    *emulator.BigQuery
+	Client *bigquery.Client
+}
+
+// Project is the emulator's project; tests use it as the data project.
+const Project = "phasegate-bq"
+
+// Start starts an emulator for t, or skips t when none is built.
+func Start(t testing.TB) *Env {
+	t.Helper()
+	bin, ok := emulator.BigQueryBinary()
+	if !ok {
+		t.Skipf("BigQuery emulator not built (%s): run `make bigquery-emulator`", bin)
+	}
+	ctx := context.Background()
+	e, err := emulator.StartBigQuery(ctx, bin, Project, os.Getenv("PHASEGATE_EMULATOR_LOGS"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Stop)
+	c, err := bqclient.New(ctx, Project, e.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return &Env{Emu: e, Client: c}
+}
+
+// Ctx returns a context with a deadline: the client retries a 500 until its
+// context ends, and the emulator answers 500 to some requests for good.
+func Ctx(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// Check fails t, naming a dead emulator as such.
+func (e *Env) Check(t testing.TB, err error, what string) {
+	t.Helper()
+	if err == nil {
+		return
+	}
+	if died := e.Emu.Died(); died != nil {
+		t.Fatalf("%s: %v (%v)", what, err, died)
+	}
+	t.Fatalf("%s: %v", what, err)
+}
+
+// Table creates dataset.table (and the dataset when missing) with a DATE
+// column dateCol and a payload column.
+func (e *Env) Table(t testing.TB, dataset, table, dateCol string) {
+	t.Helper()
+	ctx := Ctx(t)
+	ds := e.Client.Dataset(dataset)
+	if _, err := ds.Metadata(ctx); err != nil {
+		e.Check(t, ds.Create(ctx, &bigquery.DatasetMetadata{}), "create dataset "+dataset)
+	}
+	schema := bigquery.Schema{
+		{Name: dateCol, Type: bigquery.DateFieldType, Required: true},
+		{Name: "player_lookup", Type: bigquery.StringFieldType},
+	}
+	err := ds.Table(table).Create(ctx, &bigquery.TableMetadata{Schema: schema,
+		TimePartitioning: &bigquery.TimePartitioning{Type: bigquery.DayPartitioningType, Field: dateCol}})
+	e.Check(t, err, "create table "+dataset+"."+table)
+}
+
+// Rows inserts n rows dated date into dataset.table.
+func (e *Env) Rows(t testing.TB, dataset, table, dateCol string, date civil.Date, n int) {
+	t.Helper()
+	rows := make([]*bigquery.ValuesSaver, 0, n)
+	schema := bigquery.Schema{{Name: dateCol, Type: bigquery.DateFieldType}, {Name: "player_lookup", Type: bigquery.StringFieldType}}
+	for i := range n {
+		rows = append(rows, &bigquery.ValuesSaver{Schema: schema, Row: []bigquery.Value{date, "player" + string(rune('a'+i%26))}})
+	}
+	e.Check(t, e.Client.Dataset(dataset).Table(table).Inserter().Put(Ctx(t), rows), "insert into "+dataset+"."+table)
+}
