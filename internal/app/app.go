@@ -13,17 +13,21 @@ import (
 	"os"
 	"strconv"
 
+	"cloud.google.com/go/bigquery"
 	"cloud.google.com/go/firestore"
 	"google.golang.org/api/option"
 
 	"github.com/phasegate/phasegate/internal/alert"
 	"github.com/phasegate/phasegate/internal/batch"
+	"github.com/phasegate/phasegate/internal/bqclient"
 	"github.com/phasegate/phasegate/internal/bus"
 	"github.com/phasegate/phasegate/internal/clock"
 	"github.com/phasegate/phasegate/internal/config"
+	"github.com/phasegate/phasegate/internal/datacheck"
 	"github.com/phasegate/phasegate/internal/dedup"
 	"github.com/phasegate/phasegate/internal/edge"
 	"github.com/phasegate/phasegate/internal/gate"
+	"github.com/phasegate/phasegate/internal/history"
 	"github.com/phasegate/phasegate/internal/logging"
 	"github.com/phasegate/phasegate/internal/metrics"
 	"github.com/phasegate/phasegate/internal/opstate"
@@ -45,6 +49,8 @@ type Options struct {
 	// FirestoreOptions are passed to the Firestore client (a benchmark
 	// counts RPCs with an interceptor).
 	FirestoreOptions []option.ClientOption
+	// BigQueryOptions are passed to the BigQuery client.
+	BigQueryOptions []option.ClientOption
 }
 
 // App holds the shared clients and the handlers built on them.
@@ -63,6 +69,10 @@ type App struct {
 	Sweeper  *sweep.Sweeper
 	Status   *status.Reader
 	Health   *status.Health
+	// BigQuery, Checks and History are nil when BigQuery is off.
+	BigQuery *bigquery.Client
+	Checks   *datacheck.Checker
+	History  *history.Log
 	Edge     *edge.Edge
 	Clock    clock.Clock
 	Log      *slog.Logger
@@ -118,21 +128,38 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*App, error) {
 	a.Alerts = alert.NewService(fs, a.Notifier, o.Clock, cfg.Alerts, o.Log, o.Metrics)
 	a.Edge = &edge.Edge{Log: o.Log, DeadLetter: pub, DLQTopic: cfg.Topics.DeadLetter, ProjectID: cfg.ProjectID, Metrics: o.Metrics}
 	keys := dedup.New(fs, cfg.Idempotency)
+	if err := a.openBigQuery(ctx, o); err != nil {
+		return nil, errors.Join(err, fs.Close(), b.Close())
+	}
 	for i := range cfg.Phases {
-		g := gate.New(&cfg.Phases[i], gate.Deps{
+		d := gate.Deps{
 			Firestore: fs, Publisher: pub, Alerts: a.Alerts, Keys: keys, Clock: o.Clock,
-			Log: o.Log, Metrics: o.Metrics, Gate: cfg.Gate, Fault: o.Fault,
-		})
+			Log: o.Log, Metrics: o.Metrics, Gate: cfg.Gate, Fault: o.Fault, BigQuery: cfg.BigQuery,
+		}
+		if a.Checks != nil {
+			d.Checks = a.Checks
+		}
+		if a.History != nil {
+			d.History = a.History
+		}
+		g := gate.New(&cfg.Phases[i], d)
 		a.Gates = append(a.Gates, g)
 		a.handle(g.Phase().EntryPoint, a.Edge.Handler(g.Phase().EntryPoint, g.Handle))
 	}
-	a.Batches, err = batch.New(ctx, batch.Deps{Firestore: fs, Publisher: pub, Alerts: a.Alerts, Clock: o.Clock,
-		Log: o.Log, Metrics: o.Metrics, Config: cfg, Fault: o.Fault})
+	bd := batch.Deps{Firestore: fs, Publisher: pub, Alerts: a.Alerts, Clock: o.Clock,
+		Log: o.Log, Metrics: o.Metrics, Config: cfg, Fault: o.Fault}
+	if a.History != nil {
+		bd.History = a.History
+	}
+	a.Batches, err = batch.New(ctx, bd)
 	if err != nil {
 		return nil, errors.Join(err, fs.Close(), b.Close())
 	}
 	a.handle("PredictionCompletions", a.Edge.Handler("PredictionCompletions", a.Batches.Handle))
 	a.Sweeper = &sweep.Sweeper{FS: fs, Alerts: a.Alerts, Heartbeat: a.Ops, Clock: o.Clock, Cfg: cfg.Sweep, Log: o.Log, Metrics: o.Metrics}
+	if a.History != nil {
+		a.Sweeper.History = a.History
+	}
 	for _, g := range a.Gates {
 		a.Sweeper.Gates = append(a.Sweeper.Gates, g)
 	}
@@ -199,5 +226,39 @@ func (a *App) Mux() *http.ServeMux {
 
 // Close releases the clients.
 func (a *App) Close() error {
-	return errors.Join(a.FS.Close(), a.Bus.Close(), a.Batches.Close())
+	errs := []error{a.FS.Close(), a.Bus.Close(), a.Batches.Close()}
+	if a.BigQuery != nil {
+		errs = append(errs, a.BigQuery.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// openBigQuery opens the client behind the data checks and the history
+// table, unless BigQuery is off: a local run on the Firestore emulator
+// without a BigQuery emulator (CONTRACT §10), or both features switched off.
+func (a *App) openBigQuery(ctx context.Context, o Options) error {
+	cfg := a.Cfg.BigQuery
+	if os.Getenv("FIRESTORE_EMULATOR_HOST") != "" && cfg.EmulatorHost == "" {
+		a.Log.InfoContext(ctx, "BigQuery data checks and history are off: FIRESTORE_EMULATOR_HOST is set and BIGQUERY_EMULATOR_HOST is not")
+		return nil
+	}
+	if cfg.DataChecks.Percent == 0 && !cfg.History {
+		return nil
+	}
+	project := cfg.Project
+	if project == "" {
+		project = a.Cfg.ProjectID
+	}
+	bq, err := bqclient.New(ctx, project, cfg.EmulatorHost, o.BigQueryOptions...)
+	if err != nil {
+		return fmt.Errorf("app: %w", err)
+	}
+	a.BigQuery = bq
+	if cfg.DataChecks.Percent > 0 {
+		a.Checks = datacheck.New(bq, project, cfg, o.Clock, o.Log, o.Metrics)
+	}
+	if cfg.History {
+		a.History = history.New(a.FS, bq, cfg, o.Clock, o.Log, o.Metrics)
+	}
+	return nil
 }

@@ -17,6 +17,8 @@ import (
 
 	"github.com/phasegate/phasegate/internal/alert"
 	"github.com/phasegate/phasegate/internal/errs"
+	"github.com/phasegate/phasegate/internal/gamedate"
+	"github.com/phasegate/phasegate/internal/history"
 )
 
 // Message is the batch completion (CONTRACT §5): a completion message (§2)
@@ -293,7 +295,7 @@ func (t *Tracker) publishAndConfirm(ctx context.Context, ref *firestore.Document
 			return errs.E(errs.Transient, "alert_not_recorded", err)
 		}
 	}
-	if err := t.confirm(context.WithoutCancel(ctx), ref, id); err != nil {
+	if err := t.confirm(context.WithoutCancel(ctx), ref, msg, id); err != nil {
 		return errs.E(errs.Transient, "confirm_failed", err)
 	}
 	t.Metrics.Inc("batch.completed")
@@ -303,20 +305,67 @@ func (t *Tracker) publishAndConfirm(ctx context.Context, ref *firestore.Document
 }
 
 // confirm marks the completion published. It needs no claim of its own: a
-// slower attempt whose claim was taken over confirms the same message.
-func (t *Tracker) confirm(ctx context.Context, ref *firestore.DocumentRef, msgID string) error {
-	return t.update(ctx, ref, func(st *state) []firestore.Update {
+// slower attempt whose claim was taken over confirms the same message. The
+// batch's history row is recorded as owed in the same commit and inserted
+// after it.
+func (t *Tracker) confirm(ctx context.Context, ref *firestore.DocumentRef, msg Message, msgID string) error {
+	owed := false
+	err := retry.Do(ctx, t.backoff(), func(ctx context.Context) error {
+		snap, err := ref.Get(ctx)
+		if err != nil {
+			return fmt.Errorf("read %s: %w", ref.Path, err)
+		}
+		st := decodeState(snap)
 		if st.cstate == statePublished {
 			return nil
 		}
 		now := t.Clock.Now()
-		return []firestore.Update{
+		ups := []firestore.Update{
 			{Path: FieldState, Value: statePublished}, {Path: FieldComplete, Value: true},
 			{Path: FieldCompletionTime, Value: now}, {Path: FieldUpdatedAt, Value: now},
 			{Path: FieldMessageIDs, Value: append(st.msgIDs, msgID)}, {Path: FieldCompletedBy, Value: "phasegate"},
 			{Path: FieldToken, Value: firestore.Delete}, {Path: FieldExpires, Value: firestore.Delete},
 		}
+		if t.History == nil {
+			return t.conditional(ctx, ref, st, ups)
+		}
+		hist, doc := t.History.Owe(t.historyRow(st, msg, now))
+		err = t.Firestore.RunTransaction(ctx, func(ctx context.Context, tx *firestore.Transaction) error {
+			if err := tx.Update(ref, ups, firestore.LastUpdateTime(st.updateTime)); err != nil {
+				return err
+			}
+			return tx.Create(hist, doc)
+		}, firestore.MaxAttempts(1))
+		if err = t.classify(ref, err); err == nil {
+			owed = true
+		}
+		return err
 	})
+	if err == nil && owed {
+		t.History.Send(ctx, msg.Metadata.BatchID)
+	}
+	return err
+}
+
+// historyRow is a completed batch's phase_execution_log row.
+func (t *Tracker) historyRow(st *state, msg Message, now time.Time) history.Row {
+	date, _ := gamedate.Parse(msg.GameDate) // the batch's own, parsed when it was recorded
+	status := "complete"
+	if msg.Status == StatusPartial {
+		status = "partial"
+	}
+	var dur float64
+	if !st.start.IsZero() {
+		dur = now.Sub(st.start).Seconds()
+	}
+	md := msg.Metadata
+	return history.Row{
+		Key: md.BatchID, ExecutionTimestamp: now, PhaseName: "prediction_batch", GameDate: date,
+		StartTime: st.start, DurationSeconds: dur, Status: status, CorrelationID: msg.CorrelationID,
+		Metadata: map[string]any{"batch_id": md.BatchID, "expected_players": md.ExpectedPlayers,
+			"completed_players": md.CompletedPlayers, "total_predictions": md.TotalPredictions,
+			"completion_pct": md.CompletionPct, "stall_reason": md.StallReason},
+	}
 }
 
 // release gives up this attempt's claim after a failed publish.
@@ -352,6 +401,11 @@ func (t *Tracker) update(ctx context.Context, ref *firestore.DocumentRef, f func
 // read; a lost race is retryable.
 func (t *Tracker) conditional(ctx context.Context, ref *firestore.DocumentRef, st *state, ups []firestore.Update) error {
 	_, err := ref.Update(ctx, ups, firestore.LastUpdateTime(st.updateTime))
+	return t.classify(ref, err)
+}
+
+// classify makes a lost race retryable.
+func (t *Tracker) classify(ref *firestore.DocumentRef, err error) error {
 	switch status.Code(err) {
 	case codes.OK:
 		return nil

@@ -23,6 +23,7 @@ import (
 	"github.com/phasegate/phasegate/internal/emulator"
 	"github.com/phasegate/phasegate/internal/envelope"
 	"github.com/phasegate/phasegate/internal/errs"
+	"github.com/phasegate/phasegate/internal/history"
 	"github.com/phasegate/phasegate/internal/logging"
 	"github.com/phasegate/phasegate/internal/metrics"
 )
@@ -51,6 +52,13 @@ type Alerter interface {
 }
 
 // Deps are what a Tracker needs from outside.
+// History records a completed batch's row in the history table: Owe is
+// the outbox write committed with the confirm, Send inserts it.
+type History interface {
+	Owe(r history.Row) (*firestore.DocumentRef, map[string]any)
+	Send(ctx context.Context, key string)
+}
+
 type Deps struct {
 	Firestore *firestore.Client
 	Publisher Publisher
@@ -61,6 +69,9 @@ type Deps struct {
 	// Config is read on every call: Batch (flags, cap, stall rules), Gate
 	// (lease, attempts, publish timeout), Topics.BatchComplete, Idempotency.
 	Config *config.Config
+	// History, nil when off (shadow mode, no BigQuery), gets a row per
+	// completed batch.
+	History History
 	// Fault, when set, is consulted at each step of the completion protocol;
 	// an error stops the attempt there as a crash would. Tests use it.
 	Fault func(step string) error

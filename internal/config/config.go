@@ -44,7 +44,7 @@ type BigQuery struct {
 	// DataChecks is ENABLE_DATA_CHECKS; the unit is the game date.
 	DataChecks Flag `yaml:"data_checks"`
 	// History switches the phase_execution_log rows.
-	History Flag `yaml:"history"`
+	History bool `yaml:"history"`
 	// Project holds the checked tables and the history table; empty means
 	// project_id.
 	Project string `yaml:"project"`

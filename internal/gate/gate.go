@@ -38,6 +38,7 @@ import (
 	"github.com/phasegate/phasegate/internal/clock"
 	"github.com/phasegate/phasegate/internal/completion"
 	"github.com/phasegate/phasegate/internal/config"
+	"github.com/phasegate/phasegate/internal/datacheck"
 	"github.com/phasegate/phasegate/internal/dedup"
 	"github.com/phasegate/phasegate/internal/envelope"
 	"github.com/phasegate/phasegate/internal/errs"
@@ -70,6 +71,13 @@ type Deps struct {
 	Log       *slog.Logger
 	Metrics   *metrics.Registry
 	Gate      config.Gate
+	// Checks runs the phase's data check before a trigger; nil when
+	// BigQuery is off. BigQuery carries the per-date switch.
+	Checks   DataChecker
+	BigQuery config.BigQuery
+	// History, nil when off (shadow mode, no BigQuery), gets a row per
+	// trigger and blocked check.
+	History History
 	// Fault, when set, is called at each step of the trigger protocol; an
 	// error stops the attempt right there, as a crash would: nothing is
 	// released or rolled back. Tests use it to break the protocol.
@@ -130,7 +138,8 @@ type Outcome struct {
 	TriggerID string // set when this call published a trigger
 	Reason    string
 	Missing   []string
-	Waiting   bool // rule not met yet
+	Waiting   bool   // rule not met yet
+	Blocked   string // the data check holds the trigger: blocked | error
 }
 
 // Handle is the entry point for a completion message.
@@ -146,7 +155,7 @@ func (g *Gate) Handle(ctx context.Context, m envelope.Message) error {
 		return err
 	}
 	ev := &event{msg: msg, name: name, expected: expected, messageID: m.ID}
-	out, err := g.run(ctx, date, ev, SourceEvent, nil)
+	out, err := g.run(ctx, date, ev, SourceEvent, nil, nil)
 	if err != nil {
 		return err
 	}
@@ -163,13 +172,14 @@ func (g *Gate) Handle(ctx context.Context, m envelope.Message) error {
 // when the caller has just read the gate document (the sweep's query),
 // saves the first read; a stale one only costs a conflict and a re-read.
 func (g *Gate) Evaluate(ctx context.Context, date gamedate.Date, src Source, snap *firestore.DocumentSnapshot) (Outcome, error) {
-	return g.run(ctx, date, nil, src, snap)
+	return g.run(ctx, date, nil, src, snap, nil)
 }
 
 var errConflict = errors.New("gate document changed under us")
 
-// run is one evaluation: the optimistic write loop, then the trigger.
-func (g *Gate) run(ctx context.Context, date gamedate.Date, ev *event, src Source, known *firestore.DocumentSnapshot) (Outcome, error) {
+// run is one evaluation: the optimistic write loop, then the trigger. res
+// is the data check's result when a first pass asked for one.
+func (g *Gate) run(ctx context.Context, date gamedate.Date, ev *event, src Source, known *firestore.DocumentSnapshot, res *datacheck.Result) (Outcome, error) {
 	ref := g.Firestore.Collection(g.phase.Collection).Doc(date.String())
 	var keyRef *firestore.DocumentRef
 	if ev != nil && g.Keys.Enabled(date.String()) {
@@ -192,7 +202,7 @@ func (g *Gate) run(ctx context.Context, date gamedate.Date, ev *event, src Sourc
 		}
 		st := decodeState(g.phase, snaps[0])
 		dup := len(snaps) > 1 && snaps[1].Exists()
-		plan = g.plan(date, st, ev, dup, src)
+		plan = g.plan(date, st, ev, dup, src, res)
 		out = plan.outcome
 		if len(plan.updates) == 0 {
 			after = st
@@ -229,8 +239,25 @@ func (g *Gate) run(ctx context.Context, date gamedate.Date, ev *event, src Sourc
 	if err := g.afterRecord(ctx, date, ev, plan); err != nil {
 		return out, errs.E(errs.Transient, "alert_not_recorded", err)
 	}
+	if err := g.checkAlerts(ctx, date, after, plan.dataAlerts); err != nil {
+		// The block is recorded; the redelivery or the sweep asks again.
+		return out, errs.E(errs.Transient, "alert_not_recorded", err)
+	}
+	if plan.needCheck != nil {
+		// The rules fired; the data check decides. It runs outside the write
+		// loop (a query takes seconds), then the gate is planned again with
+		// its result: whatever changed meanwhile, the claim stays exclusive.
+		r := g.Checks.Run(ctx, plan.needCheck.check, plan.needCheck.tables, date)
+		more, err := g.run(ctx, date, nil, src, nil, &r)
+		more.Recorded = out.Recorded
+		return more, err
+	}
 	if plan.claimed {
-		return g.finishClaim(ctx, date, ref, after, out, src)
+		out, err := g.finishClaim(ctx, date, ref, after, out, src)
+		if err == nil {
+			g.resolveCheck(ctx, date, plan.dataAlerts)
+		}
+		return out, err
 	}
 	if after.liveClaim(g.Clock.Now()) && ev != nil {
 		// Someone else is publishing. Do not ack yet: if that attempt dies,
@@ -263,7 +290,7 @@ func (g *Gate) finishClaim(ctx context.Context, date gamedate.Date, ref *firesto
 	// This resumed a partial trigger that everything has since arrived for:
 	// the late_arrival generation is owed now. It is not partial, so this
 	// recursion ends.
-	more, err := g.run(ctx, date, nil, src, nil)
+	more, err := g.run(ctx, date, nil, src, nil, nil)
 	if more.TriggerID != "" {
 		out.TriggerID, out.Reason, out.Missing = more.TriggerID, more.Reason, more.Missing
 	}
@@ -346,14 +373,17 @@ func (g *Gate) backoff() retry.Backoff {
 
 // plan is the change one evaluation makes.
 type plan struct {
-	updates   []firestore.Update
-	outcome   Outcome
-	claimed   bool   // this write claims the trigger
-	claimID   string // the claimed trigger's id
-	token     string // the claim's token
-	newFail   bool
-	newUnexp  bool
-	completed int // expected processors completed after this event
+	updates []firestore.Update
+	outcome Outcome
+	claimed bool   // this write claims the trigger
+	claimID string // the claimed trigger's id
+	token   string // the claim's token
+	newFail bool
+	// needCheck: the rules fired and the data check must run first.
+	needCheck  *checkNeed
+	dataAlerts *dataCheckAlerts
+	newUnexp   bool
+	completed  int // expected processors completed after this event
 	// healedFailure: a processor that had reported a failure completed.
 	healedFailure bool
 }
@@ -444,9 +474,17 @@ type Message struct {
 	TriggerID               string   `json:"trigger_id"`
 	Mode                    string   `json:"mode"`
 	Timestamp               string   `json:"timestamp"`
+	// The data check (CONTRACT §10): verified when it passed with every
+	// table holding rows; DataCheck says what was checked (passed,
+	// degraded, monitor_missing, proceeded_after_max_wait, skipped_manual,
+	// skipped_late_arrival, off, none).
+	DataFreshnessVerified bool             `json:"data_freshness_verified"`
+	MissingTables         []string         `json:"missing_tables"`
+	TableRowCounts        map[string]int64 `json:"table_row_counts"`
+	DataCheck             string           `json:"data_check"`
 }
 
-func (g *Gate) message(date gamedate.Date, d rules.Decision, gen int64, corrID string, src Source, now time.Time) Message {
+func (g *Gate) message(date gamedate.Date, d rules.Decision, gen int64, corrID string, src Source, now time.Time, v checkVerdict) Message {
 	parent := fmt.Sprintf("Phase%dOrchestrator", g.phase.Number)
 	if src == SourceSweep {
 		parent += "Sweep"
@@ -464,5 +502,14 @@ func (g *Gate) message(date gamedate.Date, d rules.Decision, gen int64, corrID s
 		CompletedProcessors: nonNil(d.Completed), MissingProcessors: nonNil(d.Missing),
 		IsPartial: d.IsPartial, TriggerReason: d.Reason, TriggerID: g.triggerID(date, gen),
 		Mode: d.Mode, Timestamp: now.UTC().Format(time.RFC3339),
+		DataFreshnessVerified: v.verified, MissingTables: nonNil(v.missing), TableRowCounts: nonNilCounts(v.counts),
+		DataCheck: v.status,
 	}
+}
+
+func nonNilCounts(m map[string]int64) map[string]int64 {
+	if m == nil {
+		return map[string]int64{}
+	}
+	return m
 }

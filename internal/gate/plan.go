@@ -5,6 +5,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/phasegate/phasegate/internal/datacheck"
 	"github.com/phasegate/phasegate/internal/gamedate"
 	"github.com/phasegate/phasegate/internal/rules"
 )
@@ -12,7 +13,7 @@ import (
 // plan computes, from the document as read, what this evaluation writes:
 // the event's record, then any trigger claim. It is pure apart from the
 // clock and the claim token, and it is re-run on every conflict.
-func (g *Gate) plan(date gamedate.Date, st *docState, ev *event, dup bool, src Source) *plan {
+func (g *Gate) plan(date gamedate.Date, st *docState, ev *event, dup bool, src Source, res *datacheck.Result) *plan {
 	now := g.Clock.Now()
 	pl := &plan{}
 	completed := st.completed
@@ -24,7 +25,7 @@ func (g *Gate) plan(date gamedate.Date, st *docState, ev *event, dup bool, src S
 	view := *st
 	view.completed, view.first = completed, first
 	pl.completed = len(completed)
-	g.claim(pl, date, &view, ev, src, now)
+	g.claim(pl, date, &view, ev, src, now, res)
 	if pl.claimed && src != SourceEvent {
 		// An action nobody's message asked for is kept on the gate for operators.
 		pl.set(fHistory, append(stringList(st.data[fHistory]),
@@ -133,7 +134,7 @@ func owedAlerts(pl *plan, st *docState, ev *event) {
 // resuming a released or expired claim (same message, same trigger_id),
 // the first trigger when the rules fire, or a late_arrival generation when
 // the phase asks for one and the last trigger was partial.
-func (g *Gate) claim(pl *plan, date gamedate.Date, st *docState, ev *event, src Source, now time.Time) {
+func (g *Gate) claim(pl *plan, date gamedate.Date, st *docState, ev *event, src Source, now time.Time, res *datacheck.Result) {
 	d := rules.Decide(g.phase, date, st.rulesState(), now)
 	pl.outcome.Missing, pl.outcome.Waiting = d.Missing, !d.Fire && st.generation == 0
 	switch {
@@ -155,12 +156,20 @@ func (g *Gate) claim(pl *plan, date gamedate.Date, st *docState, ev *event, src 
 	default:
 		return
 	}
+	v := checkVerdict{status: checkSkipLate}
+	if d.Reason != rules.ReasonLateArrival {
+		var ok bool
+		if v, ok = g.checkFor(pl, date, st, d, src, res, now); !ok {
+			pl.outcome.Waiting = false
+			return
+		}
+	}
 	gen := st.generation + 1
 	corr := st.corrID
 	if ev != nil {
 		corr = ev.msg.CorrelationID
 	}
-	msg := g.message(date, d, gen, corr, src, now)
+	msg := g.message(date, d, gen, corr, src, now, v)
 	payload, _ := json.Marshal(msg) // plain fields: cannot fail
 	pl.token = newToken()
 	pl.set(fState, stateClaimed)

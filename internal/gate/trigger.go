@@ -53,7 +53,7 @@ func (g *Gate) publishAndConfirm(ctx context.Context, date gamedate.Date, ref *f
 			return out, errs.E(errs.Transient, "alert_not_recorded", err)
 		}
 	}
-	if err := g.confirm(context.WithoutCancel(ctx), ref, st, id); err != nil {
+	if err := g.confirm(context.WithoutCancel(ctx), date, ref, st, msg, id); err != nil {
 		// Published but unconfirmed: the redelivery or the sweep re-publishes
 		// the same trigger_id once the claim expires.
 		return out, errs.E(errs.Transient, "confirm_failed", err)
@@ -100,11 +100,14 @@ func (g *Gate) partialAlert(date gamedate.Date, st *docState, msg Message) alert
 
 // confirm marks the generation published. It needs no claim of its own: a
 // slower instance whose claim was taken over confirms the same generation.
-func (g *Gate) confirm(ctx context.Context, ref *firestore.DocumentRef, claimed *docState, msgID string) error {
+// The trigger's history row is recorded as owed in the same commit, so it
+// exists if and only if the trigger is confirmed; it is inserted after.
+func (g *Gate) confirm(ctx context.Context, date gamedate.Date, ref *firestore.DocumentRef, claimed *docState, msg Message, msgID string) error {
 	now := g.Clock.Now()
-	return g.update(ctx, ref, claimed, func(st *docState) []firestore.Update {
+	owed := false
+	err := g.update(ctx, ref, claimed, func(st *docState) ([]firestore.Update, *firestore.DocumentRef, map[string]any) {
 		if st.generation != claimed.generation || st.state == statePublished {
-			return nil // already confirmed
+			return nil, nil, nil // already confirmed
 		}
 		ups := []firestore.Update{
 			{Path: fState, Value: statePublished},
@@ -118,18 +121,27 @@ func (g *Gate) confirm(ctx context.Context, ref *firestore.DocumentRef, claimed 
 		if !st.triggered {
 			ups = append(ups, firestore.Update{Path: fTriggeredAt, Value: now})
 		}
-		return ups
+		if g.History == nil {
+			return ups, nil, nil
+		}
+		owed = true
+		hist, row := g.History.Owe(g.triggerRow(date, st, msg, now))
+		return ups, hist, row
 	})
+	if err == nil && owed {
+		g.History.Send(ctx, msg.TriggerID)
+	}
+	return err
 }
 
 // release gives up this attempt's claim after a failed publish and counts
 // the failure; it returns the trigger's failures so far.
 func (g *Gate) release(ctx context.Context, ref *firestore.DocumentRef, token string) (int64, error) {
 	var failures int64
-	err := g.update(ctx, ref, nil, func(st *docState) []firestore.Update {
+	err := g.update(ctx, ref, nil, func(st *docState) ([]firestore.Update, *firestore.DocumentRef, map[string]any) {
 		failures = st.publishFailures
 		if st.state != stateClaimed || st.token != token {
-			return nil // taken over or finished by someone else
+			return nil, nil, nil // taken over or finished by someone else
 		}
 		failures++
 		return []firestore.Update{
@@ -138,14 +150,16 @@ func (g *Gate) release(ctx context.Context, ref *firestore.DocumentRef, token st
 			{Path: fClaimToken, Value: firestore.Delete},
 			{Path: fPublishFailures, Value: failures},
 			{Path: fUpdatedAt, Value: g.Clock.Now()},
-		}
+		}, nil, nil
 	})
 	return failures, err
 }
 
-// update applies f's updates with the same optimistic loop as recording.
-// known, when set, is a state believed current, which saves the first read.
-func (g *Gate) update(ctx context.Context, ref *firestore.DocumentRef, known *docState, f func(*docState) []firestore.Update) error {
+// update applies f's updates with the same optimistic loop as recording,
+// together with the document f may ask to create. known, when set, is a
+// state believed current, which saves the first read.
+func (g *Gate) update(ctx context.Context, ref *firestore.DocumentRef, known *docState,
+	f func(*docState) ([]firestore.Update, *firestore.DocumentRef, map[string]any)) error {
 	return retry.Do(ctx, g.backoff(), func(ctx context.Context) error {
 		st := known
 		known = nil
@@ -156,11 +170,22 @@ func (g *Gate) update(ctx context.Context, ref *firestore.DocumentRef, known *do
 			}
 			st = decodeState(g.phase, snap)
 		}
-		ups := f(st)
+		ups, other, doc := f(st)
 		if len(ups) == 0 {
 			return nil
 		}
-		_, err := ref.Update(ctx, ups, firestore.LastUpdateTime(st.updateTime))
+		var err error
+		if other == nil {
+			_, err = ref.Update(ctx, ups, firestore.LastUpdateTime(st.updateTime))
+		} else {
+			// One atomic commit; a transaction without reads holds no locks.
+			err = g.Firestore.RunTransaction(ctx, func(ctx context.Context, tx *firestore.Transaction) error {
+				if err := tx.Update(ref, ups, firestore.LastUpdateTime(st.updateTime)); err != nil {
+					return err
+				}
+				return tx.Create(other, doc)
+			}, firestore.MaxAttempts(1))
+		}
 		if err = classifyWrite(err); errors.Is(err, errConflict) {
 			return retry.RetryableError(err)
 		}

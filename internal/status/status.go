@@ -37,6 +37,8 @@ type Phase struct {
 	Unexpected        []string   `json:"unexpected,omitempty"`
 	Failed            []string   `json:"failed,omitempty"`
 	SweepActions      []string   `json:"sweep_actions,omitempty"`
+	// DataCheck is the gate's _data_check: status, counts, missing, checked_at.
+	DataCheck map[string]any `json:"data_check,omitempty"`
 }
 
 // Date is every phase's state for one game date.
@@ -99,6 +101,7 @@ func phase(p *config.Phase, snap *firestore.DocumentSnapshot) Phase {
 	ps.Mode, _ = data["_mode"].(string)
 	ps.Late = strs(data["_late_processors"])
 	ps.SweepActions = strs(data["_sweep_actions"])
+	ps.DataCheck, _ = data["_data_check"].(map[string]any)
 	ps.Unexpected = keys(data["_unexpected"])
 	ps.Failed = keys(data["_failed_attempts"])
 	return ps

@@ -54,6 +54,11 @@ type Heartbeat interface {
 	SweepDone(ctx context.Context, summary map[string]any) error
 }
 
+// History inserts the history rows requests left owed.
+type History interface {
+	Flush(ctx context.Context) (int, error)
+}
+
 // Sweeper runs sweeps.
 type Sweeper struct {
 	FS        *firestore.Client
@@ -61,6 +66,7 @@ type Sweeper struct {
 	Batches   Batches // nil: no batch pass
 	Alerts    Alerts
 	Heartbeat Heartbeat // nil: not recorded
+	History   History   // nil: no history table
 	Clock     clock.Clock
 	Cfg       config.Sweep
 	Log       *slog.Logger
@@ -78,6 +84,8 @@ type Report struct {
 	// Overdue warnings raised and resolved by this sweep.
 	Overdue         int
 	OverdueResolved int
+	History         int // history rows written
+	Blocked         int // gates a data check holds
 	// QueryFailed names each collection whose query failed: what it would
 	// have found was not visited.
 	QueryFailed []string
@@ -87,8 +95,9 @@ type Report struct {
 func (s *Sweeper) Handle(ctx context.Context, _ envelope.Message) error {
 	r, err := s.Run(ctx)
 	s.Log.InfoContext(ctx, "sweep finished", "visited", r.Visited, "triggered", r.Triggered,
-		"waiting", r.Waiting, "failed", r.Failed, "batches", r.Batches, "alerts_sent", r.Alerts,
-		"overdue_raised", r.Overdue, "overdue_resolved", r.OverdueResolved, "query_failed", r.QueryFailed)
+		"waiting", r.Waiting, "blocked", r.Blocked, "failed", r.Failed, "batches", r.Batches, "alerts_sent", r.Alerts,
+		"overdue_raised", r.Overdue, "overdue_resolved", r.OverdueResolved, "history_rows", r.History,
+		"query_failed", r.QueryFailed)
 	return err
 }
 
@@ -147,6 +156,8 @@ func (s *Sweeper) Run(ctx context.Context) (Report, error) {
 					s.Metrics.Inc("sweep.triggered")
 					s.Log.WarnContext(ictx, "sweep triggered the next phase", "trigger_id", out.TriggerID,
 						"trigger_reason", out.Reason, "missing_processors", out.Missing)
+				case out.Blocked != "":
+					r.Blocked++
 				case out.Waiting:
 					r.Waiting++
 				}
@@ -176,6 +187,14 @@ func (s *Sweeper) Run(ctx context.Context) (Report, error) {
 	r.Alerts = n
 	if err != nil {
 		s.Log.WarnContext(ctx, "alert outbox flush failed", "error", err.Error())
+	}
+	if s.History != nil {
+		hctx, cancel := context.WithTimeout(ctx, s.Cfg.FlushBudget)
+		r.History, err = s.History.Flush(hctx)
+		cancel()
+		if err != nil {
+			s.Log.WarnContext(ctx, "history flush failed", "error", err.Error())
+		}
 	}
 	s.Metrics.Inc("sweep.runs")
 	if len(queryErrs) > 0 {
