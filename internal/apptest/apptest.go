@@ -54,7 +54,17 @@ type setup struct {
 }
 
 // WithConfig edits the configuration before the App is built.
-func WithConfig(f func(*config.Config)) Option { return func(s *setup) { s.cfg = f } }
+func WithConfig(f func(*config.Config)) Option {
+	return func(s *setup) {
+		prev := s.cfg
+		s.cfg = func(c *config.Config) {
+			if prev != nil {
+				prev(c)
+			}
+			f(c)
+		}
+	}
+}
 
 // WithPublisher wraps the real publisher, to inject Pub/Sub failures.
 func WithPublisher(w func(edge.Publisher) edge.Publisher) Option {
@@ -64,6 +74,20 @@ func WithPublisher(w func(edge.Publisher) edge.Publisher) Option {
 // WithFirestoreOptions passes options to the App's Firestore client.
 func WithFirestoreOptions(o ...option.ClientOption) Option {
 	return func(s *setup) { s.opts.FirestoreOptions = append(s.opts.FirestoreOptions, o...) }
+}
+
+// WithBigQuery points the data checks and the history table at the BigQuery
+// emulator (or a fake of its REST API) at host; its project holds the tables.
+func WithBigQuery(host, project string) Option {
+	return func(s *setup) {
+		prev := s.cfg
+		s.cfg = func(c *config.Config) {
+			c.BigQuery.EmulatorHost, c.BigQuery.Project = host, project
+			if prev != nil {
+				prev(c)
+			}
+		}
+	}
 }
 
 // WithFault injects crashes into the trigger protocol.

@@ -15,6 +15,7 @@ import (
 
 	"github.com/phasegate/phasegate/internal/bqclient"
 	"github.com/phasegate/phasegate/internal/emulator"
+	"github.com/phasegate/phasegate/internal/history"
 )
 
 // Env is one test's emulator and a client on it.
@@ -72,10 +73,7 @@ func (e *Env) Check(t testing.TB, err error, what string) {
 func (e *Env) Table(t testing.TB, dataset, table, dateCol string) {
 	t.Helper()
 	ctx := Ctx(t)
-	ds := e.Client.Dataset(dataset)
-	if _, err := ds.Metadata(ctx); err != nil {
-		e.Check(t, ds.Create(ctx, &bigquery.DatasetMetadata{}), "create dataset "+dataset)
-	}
+	ds := e.Dataset(t, dataset)
 	schema := bigquery.Schema{
 		{Name: dateCol, Type: bigquery.DateFieldType, Required: true},
 		{Name: "player_lookup", Type: bigquery.StringFieldType},
@@ -94,4 +92,43 @@ func (e *Env) Rows(t testing.TB, dataset, table, dateCol string, date civil.Date
 		rows = append(rows, &bigquery.ValuesSaver{Schema: schema, Row: []bigquery.Value{date, "player" + string(rune('a'+i%26))}})
 	}
 	e.Check(t, e.Client.Dataset(dataset).Table(table).Inserter().Put(Ctx(t), rows), "insert into "+dataset+"."+table)
+}
+
+// Dataset creates dataset when missing.
+func (e *Env) Dataset(t testing.TB, dataset string) *bigquery.Dataset {
+	t.Helper()
+	ctx := Ctx(t)
+	ds := e.Client.Dataset(dataset)
+	if _, err := ds.Metadata(ctx); err != nil {
+		e.Check(t, ds.Create(ctx, &bigquery.DatasetMetadata{}), "create dataset "+dataset)
+	}
+	return ds
+}
+
+// Count runs a query whose one row has one integer column n.
+func (e *Env) Count(t testing.TB, sql string, params ...bigquery.QueryParameter) int64 {
+	t.Helper()
+	q := e.Client.Query(sql)
+	q.Parameters = params
+	it, err := q.Read(Ctx(t))
+	e.Check(t, err, "query")
+	var row struct{ N int64 }
+	e.Check(t, it.Next(&row), "read")
+	return row.N
+}
+
+// HistoryTable creates nba_orchestration.phase_execution_log as the running
+// system has it.
+func (e *Env) HistoryTable(t testing.TB) {
+	t.Helper()
+	err := e.Dataset(t, "nba_orchestration").Table("phase_execution_log").
+		Create(Ctx(t), &bigquery.TableMetadata{Schema: history.Schema})
+	e.Check(t, err, "create phase_execution_log")
+}
+
+// HistoryRows counts phase_execution_log rows of phase with status.
+func (e *Env) HistoryRows(t testing.TB, phase, status string) int64 {
+	t.Helper()
+	return e.Count(t, "SELECT COUNT(*) AS n FROM `"+Project+".nba_orchestration.phase_execution_log` WHERE phase_name = @p AND status = @s",
+		bigquery.QueryParameter{Name: "p", Value: phase}, bigquery.QueryParameter{Name: "s", Value: status})
 }
