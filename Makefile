@@ -14,6 +14,7 @@ help:
 ## test: vet, then unit and integration tests against the real emulators
 test: vet
 	$(WITH_EMULATORS) $(GO) test -race -count=1 -timeout 20m ./...
+	@test -x $(BIGQUERY_EMULATOR) || echo "BigQuery tests skipped: no emulator at $(BIGQUERY_EMULATOR); build it with make bigquery-emulator (about 17 minutes, needs clang)"
 
 ## demo: replay a game day on the emulators and print each gate's decisions
 demo:
@@ -50,6 +51,7 @@ bench-batch:
 # cannot compile it, so clang. Built once into a cache outside the repo;
 # `make test` runs the BigQuery tests whenever the binary is there.
 BIGQUERY_EMULATOR ?= $(HOME)/.cache/phasegate/bigquery-emulator
+export BIGQUERY_EMULATOR
 
 .PHONY: bigquery-emulator
 ## bigquery-emulator: build the BigQuery emulator into $(BIGQUERY_EMULATOR) (apt-get install clang first)
