@@ -19,6 +19,9 @@
 #                     source and named in ORCHESTRATOR_CONFIG
 #   FIRESTORE_LOCATION where to create the Firestore database if the project
 #                     has none (default: REGION)
+#   BQ_READ_DATASETS  datasets the data checks count rows in (comma-separated;
+#                     default nba_raw,nba_analytics,nba_precompute,nba_predictions)
+#   BQ_HISTORY_DATASET the history table's dataset (default nba_orchestration)
 #   OPERATORS         optional IAM members (comma-separated, e.g.
 #                     group:data-platform@example.com) allowed to call Status
 #                     and Health
@@ -75,6 +78,12 @@ if [[ -n $CONFIG ]]; then
 		die_usage "CONFIG '$CONFIG' must be a file inside this repository, named relative to its root"
 fi
 OPERATORS=${OPERATORS:-}
+BQ_READ_DATASETS=${BQ_READ_DATASETS:-nba_raw,nba_analytics,nba_precompute,nba_predictions}
+BQ_HISTORY_DATASET=${BQ_HISTORY_DATASET:-nba_orchestration}
+IFS=, read -ra bq_read <<<"$BQ_READ_DATASETS"
+for d in "${bq_read[@]}" "$BQ_HISTORY_DATASET"; do
+	[[ $d =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] || die_usage "BigQuery dataset '$d' is not a dataset name"
+done
 
 # Any failed command ends the run with status 1 (gcloud's own codes vary).
 trap 'echo "deploy.sh: failed: $BASH_COMMAND" >&2; exit 1' ERR
@@ -110,7 +119,7 @@ SECRETS=(slack-webhook-url slack-webhook-url-error slack-webhook-url-warning)
 run gcloud services enable cloudfunctions.googleapis.com run.googleapis.com \
 	cloudbuild.googleapis.com artifactregistry.googleapis.com pubsub.googleapis.com \
 	firestore.googleapis.com cloudscheduler.googleapis.com secretmanager.googleapis.com \
-	iam.googleapis.com logging.googleapis.com monitoring.googleapis.com "${P[@]}"
+	iam.googleapis.com logging.googleapis.com monitoring.googleapis.com bigquery.googleapis.com "${P[@]}"
 
 if ! $DRY_RUN; then
 	for s in "${SECRETS[@]}"; do
@@ -142,6 +151,24 @@ for s in "${SECRETS[@]}"; do
 	run gcloud secrets add-iam-policy-binding "$s" --member "$RUNTIME" \
 		--role roles/secretmanager.secretAccessor "${P[@]}"
 done
+# BigQuery: run query jobs in the project (jobUser carries no data access);
+# read only the checked datasets, and write only the history table's — each
+# an IAM condition on the dataset's resource name, as gcloud cannot bind a
+# role on a dataset itself.
+run gcloud projects add-iam-policy-binding "$PROJECT" --member "$RUNTIME" \
+	--role roles/bigquery.jobUser --condition None
+bq_condition() { # title, datasets…
+	local title=$1 expr="" d
+	shift
+	for d in "$@"; do
+		expr+="${expr:+ || }resource.name == \"projects/$PROJECT/datasets/$d\" || resource.name.startsWith(\"projects/$PROJECT/datasets/$d/\")"
+	done
+	echo "expression=$expr,title=$title"
+}
+run gcloud projects add-iam-policy-binding "$PROJECT" --member "$RUNTIME" \
+	--role roles/bigquery.dataViewer --condition "$(bq_condition phasegate-data-checks "${bq_read[@]}")"
+run gcloud projects add-iam-policy-binding "$PROJECT" --member "$RUNTIME" \
+	--role roles/bigquery.dataEditor --condition "$(bq_condition phasegate-history "$BQ_HISTORY_DATASET")"
 # Build: what Cloud Build needs to build and store the function images, in
 # place of the project's default compute account (often without roles).
 run gcloud projects add-iam-policy-binding "$PROJECT" --member "serviceAccount:$(sa_email "$BUILD_SA")" \

@@ -242,6 +242,35 @@ func TestPlanRules(t *testing.T) {
 					t.Errorf("the plan lacks: %s", w)
 				}
 			}
+			// BigQuery: jobs in the project, data only in the datasets the
+			// checks read and the history table's.
+			runtime := "serviceAccount:" + tt.prefix + "phasegate-runtime@proj-1.iam.gserviceaccount.com"
+			for role, datasets := range map[string][]string{
+				"roles/bigquery.jobUser":    nil,
+				"roles/bigquery.dataViewer": {"nba_raw", "nba_analytics", "nba_precompute", "nba_predictions"},
+				"roles/bigquery.dataEditor": {"nba_orchestration"},
+			} {
+				found := slices.ContainsFunc(cmds, func(c []string) bool {
+					m, _ := flag(c, "--member")
+					r, _ := flag(c, "--role")
+					cond, _ := flag(c, "--condition")
+					if !is(c, "projects", "add-iam-policy-binding") || m != runtime || r != role {
+						return false
+					}
+					if datasets == nil {
+						return cond == "None"
+					}
+					for _, d := range datasets {
+						if !strings.Contains(cond, `resource.name == "projects/proj-1/datasets/`+d+`"`) {
+							return false
+						}
+					}
+					return strings.Count(cond, "resource.name ==") == len(datasets)
+				})
+				if !found {
+					t.Errorf("the plan does not grant %s to the runtime account on %v", role, datasets)
+				}
+			}
 			checkIndexes(t, cmds)
 		})
 	}
