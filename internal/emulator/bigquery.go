@@ -41,14 +41,11 @@ type BigQuery struct {
 // StartBigQuery launches bin for project on free loopback ports and waits
 // until GET /projects/{project}/datasets answers.
 func StartBigQuery(ctx context.Context, bin, project, logDir string) (*BigQuery, error) {
-	httpPort, err := freePort()
+	ports, err := freePorts(2)
 	if err != nil {
 		return nil, err
 	}
-	grpcPort, err := freePort()
-	if err != nil {
-		return nil, err
-	}
+	httpPort, grpcPort := ports[0], ports[1]
 	b := &BigQuery{Host: fmt.Sprintf("127.0.0.1:%d", httpPort), Project: project, exited: make(chan struct{})}
 	b.cmd = exec.Command(bin, "--project="+project, "--host=127.0.0.1",
 		fmt.Sprintf("--port=%d", httpPort), fmt.Sprintf("--grpc-port=%d", grpcPort))

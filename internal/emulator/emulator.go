@@ -68,14 +68,11 @@ func Start(ctx context.Context, logDir string) (*Emulators, error) {
 		return nil, errors.New("emulator: java not on PATH; the emulators need Java 17 or later")
 	}
 	e := &Emulators{}
-	fsPort, err := freePort()
+	ports, err := freePorts(2)
 	if err != nil {
 		return nil, err
 	}
-	psPort, err := freePort()
-	if err != nil {
-		return nil, err
-	}
+	fsPort, psPort := ports[0], ports[1]
 	e.FirestoreHost = fmt.Sprintf("127.0.0.1:%d", fsPort)
 	e.PubSubHost = fmt.Sprintf("127.0.0.1:%d", psPort)
 	if err := e.launch(fsBin, logDir, "firestore", "--host=127.0.0.1", fmt.Sprintf("--port=%d", fsPort)); err != nil {
@@ -142,13 +139,18 @@ func (e *Emulators) Stop() {
 	e.procs = nil
 }
 
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("emulator: find a free port: %w", err)
+// freePorts returns n distinct free loopback ports.
+func freePorts(n int) ([]int, error) {
+	var out []int
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("emulator: find a free port: %w", err)
+		}
+		defer l.Close() // held until all are chosen, so they differ
+		out = append(out, l.Addr().(*net.TCPAddr).Port)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return out, nil
 }
 
 // waitReady polls the emulator's HTTP root, which answers "Ok" once it
