@@ -97,7 +97,7 @@ func (s *heldStream) RecvMsg(m any) error {
 func TestCompletionJoiningAnEarlierCheck(t *testing.T) {
 	// BatchGets of 17 documents (the batch and its shards) are exact checks:
 	// the first is the batch's first read, the second the early check.
-	h := newHolder(1+batch.Shards, 2, batch.Shards)
+	h := newHolder(1+batch.LegacyShards, 2, batch.LegacyShards)
 	e := env(t, batch.ModeSubOnly, nil, nil, h.option(t))
 	sub := e.Sub(topic)
 	ctx := context.Background()

@@ -225,7 +225,7 @@ func (t *Tracker) Check(ctx context.Context, o CheckOptions) (CheckReport, error
 			bad(MismatchArrayNotInSub, "%d of %d array entries have no completion document (first: %q); run `phasegate batch migrate --batch-id %s`",
 				len(tl.arrayOnly), len(st.array), clip(tl.arrayOnly[0]), id)
 		}
-		docs, err := t.listCompletions(ctx, id, tl.countedAt)
+		docs, err := t.listCompletions(ctx, id, len(tl.shards), tl.countedAt)
 		if err != nil {
 			return rep, fmt.Errorf("batch %s: %w", id, err)
 		}
@@ -242,7 +242,7 @@ func (t *Tracker) Check(ctx context.Context, o CheckOptions) (CheckReport, error
 
 // countAt recounts a completed batch as of its count's snapshot.
 func (t *Tracker) countAt(ctx context.Context, batchID string, st *state) (int64, error) {
-	docs, err := t.listCompletions(ctx, batchID, st.countedAt)
+	docs, err := t.listCompletions(ctx, batchID, st.shards(), st.countedAt)
 	if err != nil {
 		return 0, err
 	}
@@ -263,25 +263,25 @@ func (t *Tracker) countAt(ctx context.Context, batchID string, st *state) (int64
 // completionList is the completion documents of a batch as of an instant.
 type completionList struct {
 	ids    map[string]bool // document ids
-	shards [Shards]shard   // what each counter shard should hold
+	shards []shard         // what each counter shard should hold
 }
 
 // listCompletions lists every completion document created by readTime.
 // Documents are never deleted, so those are exactly the ones a read at
 // readTime would see.
-func (t *Tracker) listCompletions(ctx context.Context, batchID string, readTime time.Time) (*completionList, error) {
+func (t *Tracker) listCompletions(ctx context.Context, batchID string, n int, readTime time.Time) (*completionList, error) {
 	snaps, err := t.batchRef(batchID).Collection(CompletionsSub).Select(FieldPlayer, FieldPredCount).Documents(ctx).GetAll()
 	if err != nil {
 		return nil, fmt.Errorf("list completions: %w", err)
 	}
-	l := &completionList{ids: make(map[string]bool, len(snaps))}
+	l := &completionList{ids: make(map[string]bool, len(snaps)), shards: make([]shard, n)}
 	for _, s := range snaps {
 		if s.CreateTime.After(readTime) {
 			continue
 		}
 		l.ids[s.Ref.ID] = true
 		p, _ := s.Data()[FieldPlayer].(string)
-		k := ShardOf(p)
+		k := ShardOf(p, n)
 		l.shards[k].count++
 		l.shards[k].predictions += asInt(s.Data()[FieldPredCount])
 	}
@@ -355,19 +355,22 @@ func (t *Tracker) Migrate(ctx context.Context, o MigrateOptions) (MigrateReport,
 	var jobs []job
 	total := 0
 	for _, id := range ids {
-		snap, err := t.batchRef(id).Get(ctx)
+		tl, err := t.take(ctx, id, false)
 		switch {
-		case status.Code(err) == codes.NotFound && o.BatchID == "":
+		case errors.Is(err, errNoBatch) && o.BatchID == "":
 			continue // gone since it was listed
-		case status.Code(err) == codes.NotFound:
-			return rep, fmt.Errorf("batch %s: %w", id, errNoBatch)
 		case err != nil:
 			return rep, fmt.Errorf("batch %s: %w", id, err)
 		}
-		st := decodeState(snap)
+		// The copies go to the shards of the batch's layout, fixed now if
+		// phasegate has not seen the batch yet.
+		if tl, err = t.layOut(ctx, id, tl); err != nil {
+			return rep, fmt.Errorf("batch %s: %w", id, err)
+		}
+		st := tl.st
 		var keys map[string]keyRec
 		if len(st.array) > 0 {
-			if keys, err = t.legacyKeys(ctx, id, snap.ReadTime); err != nil {
+			if keys, err = t.legacyKeys(ctx, id, tl.countedAt); err != nil {
 				return rep, fmt.Errorf("batch %s: %w", id, err)
 			}
 		}
@@ -393,7 +396,7 @@ func (t *Tracker) Migrate(ctx context.Context, o MigrateOptions) (MigrateReport,
 				if at.IsZero() {
 					at = t.Clock.Now()
 				}
-				k := ShardOf(p)
+				k := ShardOf(p, j.st.shards())
 				_, err := t.commit(gctx,
 					create(t.completionRef(j.id, p).Path, map[string]*pb.Value{
 						FieldPlayer: pbString(p), FieldCompletedAt: pbTime(at), FieldPredCount: pbInt(n), "migrated": pbBool(true),
@@ -422,7 +425,7 @@ func (t *Tracker) Migrate(ctx context.Context, o MigrateOptions) (MigrateReport,
 			rep.Players, rep.Copied, rep.Present = int(done.Load()), int(copied.Load()), int(present.Load())
 			return rep, err
 		}
-		fixed, err := t.fixShards(ctx, j.id)
+		fixed, err := t.fixShards(ctx, j.id, j.st.shards())
 		rep.ShardsFixed += fixed
 		if err != nil {
 			return rep, fmt.Errorf("batch %s: %w", j.id, err)
@@ -437,16 +440,16 @@ func (t *Tracker) Migrate(ctx context.Context, o MigrateOptions) (MigrateReport,
 // existed then; each shard gets an increment by its difference. Completions
 // committed meanwhile move a document and its shard together, so the
 // difference stays right however late it lands.
-func (t *Tracker) fixShards(ctx context.Context, batchID string) (int, error) {
-	refs := make([]*firestore.DocumentRef, Shards)
-	for k := range Shards {
+func (t *Tracker) fixShards(ctx context.Context, batchID string, n int) (int, error) {
+	refs := make([]*firestore.DocumentRef, n)
+	for k := range n {
 		refs[k] = t.shardRef(batchID, k)
 	}
 	snaps, err := t.Firestore.GetAll(ctx, refs)
 	if err != nil {
 		return 0, fmt.Errorf("read shards: %w", err)
 	}
-	var have [Shards]shard
+	have := make([]shard, n)
 	for k, s := range snaps {
 		if !s.ReadTime.Equal(snaps[0].ReadTime) {
 			return 0, fmt.Errorf("read shards: read at %v and %v", snaps[0].ReadTime, s.ReadTime)
@@ -456,12 +459,12 @@ func (t *Tracker) fixShards(ctx context.Context, batchID string) (int, error) {
 			have[k] = shard{count: asInt(d[shardCount]), predictions: asInt(d[shardPredictions])}
 		}
 	}
-	docs, err := t.listCompletions(ctx, batchID, snaps[0].ReadTime)
+	docs, err := t.listCompletions(ctx, batchID, n, snaps[0].ReadTime)
 	if err != nil {
 		return 0, err
 	}
 	fixed := 0
-	for k := range Shards {
+	for k := range n {
 		dc, dp := docs.shards[k].count-have[k].count, docs.shards[k].predictions-have[k].predictions
 		if dc == 0 && dp == 0 {
 			continue
@@ -475,7 +478,10 @@ func (t *Tracker) fixShards(ctx context.Context, batchID string) (int, error) {
 	return fixed, nil
 }
 
-func sameCounts(a, b [Shards]shard) bool {
+func sameCounts(a, b []shard) bool {
+	if len(a) != len(b) {
+		return false
+	}
 	for k := range a {
 		if a[k].count != b[k].count || a[k].predictions != b[k].predictions {
 			return false

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"slices"
 	"sync"
 	"time"
 
@@ -32,10 +31,7 @@ type meta struct {
 	expected int64
 	gameDate string
 	corrID   string
-	// arrayCap is the share of the array cap this mode may fill: the cap
-	// less entries someone else (legacy mode, the running coordinator) had
-	// put there when the batch was first seen.
-	arrayCap int
+	n        int // counter shards
 
 	mu sync.Mutex
 	// complete: the batch needs nothing more; later completions are late.
@@ -46,31 +42,14 @@ type meta struct {
 	base int64
 	// shards and shardsTotal are the counters of the last full shard read,
 	// one consistent snapshot: the baseline of the read-skipping test.
-	shards      [Shards]int64
+	shards      []int64
 	shardsTotal int64
 	haveShards  bool
 
-	arrayFull, capAlerted, passAlerted bool
+	capAlerted, passAlerted bool
 
-	arr    arrayWriter
-	queues [Shards]shardQueue
-}
-
-// arrayWriter group-commits additions to the capped array: while one
-// commit is in flight, the players that arrive wait and go together in the
-// next, so the batch document takes a handful of writes instead of one per
-// player.
-type arrayWriter struct {
-	mu   sync.Mutex
-	next *arrayGroup
-	busy bool
-}
-
-type arrayGroup struct {
-	players []string
-	shards  map[int]int64
-	done    chan struct{}
-	err     error
+	merge  arrayMerge
+	queues []shardQueue
 }
 
 func (m *meta) isComplete() bool {
@@ -97,9 +76,9 @@ func (m *meta) observe(tl *tally) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.base = tl.players - tl.counter(m.mode)
-	var vals [Shards]int64
+	vals := make([]int64, m.n)
 	var total int64
-	for k, s := range tl.shards {
+	for k, s := range tl.shards[:min(len(tl.shards), m.n)] {
 		vals[k] = s.count
 		total += s.count
 	}
@@ -109,7 +88,7 @@ func (m *meta) observe(tl *tally) {
 	}
 }
 
-func (m *meta) setShards(vals [Shards]int64) int64 {
+func (m *meta) setShards(vals []int64) int64 {
 	var total int64
 	for _, v := range vals {
 		total += v
@@ -120,7 +99,7 @@ func (m *meta) setShards(vals [Shards]int64) int64 {
 	return total
 }
 
-func (m *meta) setShardsLocked(vals [Shards]int64, total int64) {
+func (m *meta) setShardsLocked(vals []int64, total int64) {
 	if !m.haveShards || total >= m.shardsTotal {
 		m.shards, m.shardsTotal, m.haveShards = vals, total, true
 	}
@@ -136,8 +115,8 @@ const epsilon = 1e-6
 // Since the last full read (total T, shard k at b), d = v−b completions
 // landed on shard k. Were the batch now done, at least R = need−T
 // completions would have landed since, each on shard k with probability
-// 1/Shards (players are hashed). Seeing as few as d of them has
-// probability at most exp(−R·KL(d/R ‖ 1/Shards)) (Chernoff); when that is
+// 1/n for n shards (players are hashed). Seeing as few as d of them has
+// probability at most exp(−R·KL(d/R ‖ 1/n)) (Chernoff); when that is
 // below epsilon the batch is not done and the read is skipped. d ≤ 0 means
 // the last read already included this completion: whoever made it judged
 // the batch with it.
@@ -152,7 +131,7 @@ func (m *meta) canSkip(k int, v int64) bool {
 		return true
 	}
 	r := m.expected - m.base - m.shardsTotal
-	return r > 0 && lowerTail(r, 1.0/Shards, d) <= epsilon
+	return r > 0 && lowerTail(r, 1.0/float64(m.n), d) <= epsilon
 }
 
 // lowerTail bounds P(X ≤ d) for X ~ Binomial(n, p) from above.
@@ -209,14 +188,60 @@ func (t *Tracker) meta(ctx context.Context, batchID string, mode Mode) (*meta, e
 		t.cache.drop(key, m)
 		return nil, err
 	}
+	if st.shardCount == 0 {
+		if tl, err = t.layOut(ctx, batchID, tl); err != nil {
+			m.err = err
+			close(m.ready)
+			t.cache.drop(key, m)
+			return nil, err
+		}
+		st = tl.st
+	}
 	m.batchID, m.mode, m.expected = batchID, mode, st.expected
 	m.gameDate, m.corrID = st.gameDate, st.corrID
-	_, arrayDual := tl.shardSum()
-	foreign := max(0, int64(len(st.array))-arrayDual-st.arrayOverflow)
-	m.arrayCap = max(0, t.Config.Batch.ArrayCap-int(foreign))
+	m.n = st.shards()
+	m.queues = make([]shardQueue, m.n)
 	m.observe(tl)
 	close(m.ready)
 	return m, nil
+}
+
+// layOut fixes the shard count of a batch phasegate sees for the first
+// time and stores it on the batch document, conditionally on the document
+// being unchanged, so every instance and every later revision uses the one
+// count whatever its configuration. A batch that already has counted
+// completions was laid out by a revision that always used LegacyShards.
+// It returns the batch with its count.
+func (t *Tracker) layOut(ctx context.Context, batchID string, tl *tally) (*tally, error) {
+	for range 5 {
+		st := tl.st
+		if st.shardCount > 0 {
+			return tl, nil
+		}
+		n := ShardsFor(st.expected, t.Config.Batch.ArrivalRate)
+		if c, _ := tl.shardSum(); c > 0 {
+			n = LegacyShards
+		}
+		_, err := t.commit(ctx, update(t.batchRef(batchID).Path, map[string]*pb.Value{FieldShardCount: pbInt(int64(n))}, updatedAt(st.updateTime)))
+		switch status.Code(err) {
+		case codes.OK:
+			t.Metrics.Inc("batch.laid_out")
+			t.Log.InfoContext(ctx, "batch laid out", "counter_shards", n, "expected_players", st.expected,
+				"arrival_rate", t.Config.Batch.ArrivalRate)
+			// The shards beyond those read are empty: only a writer that
+			// found the count stored writes them, and none could have.
+			st.shardCount = int64(n)
+			tl.shards = append(tl.shards, make([]shard, max(0, n-len(tl.shards)))...)
+			return tl, nil
+		case codes.FailedPrecondition, codes.Aborted:
+		default:
+			return nil, errs.E(errs.Transient, "firestore", fmt.Errorf("store the shard count: %w", err))
+		}
+		if tl, err = t.take(ctx, batchID, false); err != nil {
+			return nil, errs.E(errs.Transient, "firestore", fmt.Errorf("read batch: %w", err))
+		}
+	}
+	return nil, errs.E(errs.Transient, "contention", fmt.Errorf("prediction_batches/%s changed on every attempt to store its shard count", docid.Encode(batchID)))
 }
 
 // Record records one worker completion and completes the batch when it is
@@ -325,7 +350,7 @@ func (t *Tracker) writeLegacy(ctx context.Context, c *Completion, messageID stri
 // Create in a group find its document (a duplicate), the commit applies
 // nothing and every member commits alone instead.
 func (t *Tracker) writeSub(ctx context.Context, m *meta, c *Completion, now time.Time) (int, int64, int64, error) {
-	k := ShardOf(c.PlayerLookup)
+	k := ShardOf(c.PlayerLookup, m.n)
 	q := &m.queues[k]
 	q.mu.Lock()
 	if q.cond == nil {
@@ -466,8 +491,8 @@ func (t *Tracker) commitGroupOf(ctx context.Context, m *meta, k int, ms ...group
 	return k, v, counter, nil
 }
 
-// afterSubWrite adds the player to the capped array in dual-write-with-
-// subcollection-reads mode, then works out the mode's counter for the
+// afterSubWrite queues the player for the capped array's merge in
+// dual-write-with-subcollection-reads mode, then works out the mode's counter for the
 // subcollection modes: skipped when clearly far from done, else one read
 // of every shard. It reports whether *counter holds the mode's counter.
 func (t *Tracker) afterSubWrite(ctx context.Context, m *meta, c *Completion, k int, v int64, now time.Time, counter *int64) (bool, error) {
@@ -475,7 +500,7 @@ func (t *Tracker) afterSubWrite(ctx context.Context, m *meta, c *Completion, k i
 		return true, nil
 	}
 	if m.mode == ModeDualSubReads {
-		t.capArray(ctx, m, c, k, v, now)
+		t.queueArray(m, c.PlayerLookup)
 	}
 	if m.canSkip(k, v) {
 		t.Metrics.Inc("batch.shard_read_skipped")
@@ -492,15 +517,15 @@ func (t *Tracker) afterSubWrite(ctx context.Context, m *meta, c *Completion, k i
 
 // readShards reads every shard of the batch in one call.
 func (t *Tracker) readShards(ctx context.Context, m *meta) (int64, error) {
-	refs := make([]*firestore.DocumentRef, Shards)
-	for k := range Shards {
+	refs := make([]*firestore.DocumentRef, m.n)
+	for k := range m.n {
 		refs[k] = t.shardRef(m.batchID, k)
 	}
 	snaps, err := t.Firestore.GetAll(ctx, refs)
 	if err != nil {
 		return 0, fmt.Errorf("read counter shards: %w", err)
 	}
-	var vals [Shards]int64
+	vals := make([]int64, m.n)
 	for k, s := range snaps {
 		if s.Exists() {
 			vals[k] = asInt(s.Data()[shardCount])
@@ -542,30 +567,6 @@ func (t *Tracker) afterDuplicate(ctx context.Context, m *meta) (Outcome, error) 
 	return t.complete(ctx, m, true)
 }
 
-// capArray keeps the legacy array for older readers without anyone reading
-// it: the player goes in when its shard's count (from this very commit) is
-// within the shard's quota, so the array can never pass the cap. A player
-// past its quota takes a reserve slot with a conditional write while the
-// batch is small enough for the array to list everyone. The array is a
-// courtesy: failures here are logged, never returned.
-func (t *Tracker) capArray(ctx context.Context, m *meta, c *Completion, k int, v int64, now time.Time) {
-	if v <= int64(quota(k, m.arrayCap)) {
-		if err := t.appendArray(ctx, m, c.PlayerLookup, k); err != nil {
-			t.Log.WarnContext(ctx, "adding the player to the capped array failed; the subcollection has it", "error", err.Error())
-		}
-		return
-	}
-	if m.expected <= int64(m.arrayCap) && t.addOverflow(ctx, m, c, k, now) {
-		return
-	}
-	t.raiseOnce(ctx, m, &m.capAlerted, alert.Alert{
-		Key: "batch:" + m.batchID + ":array_cap", Severity: alert.Warning,
-		Title:    fmt.Sprintf("prediction batch %s: completed_players capped at %d", m.batchID, t.Config.Batch.ArrayCap),
-		GameDate: m.gameDate, Reason: "array_capped", Expected: int(m.expected),
-		Detail: "completions are counted from the completions subcollection; readers of the legacy array see at most the cap",
-	})
-}
-
 // raiseOnce raises a unless this instance already did for m: the alert
 // service keeps it to one per key across instances; this saves the round
 // trip on every later completion. An alert that could not be recorded is
@@ -580,46 +581,6 @@ func (t *Tracker) raiseOnce(ctx context.Context, m *meta, raised *bool, a alert.
 		*raised = false
 		m.mu.Unlock()
 	}
-}
-
-// addOverflow puts a player past its shard's quota into the array's
-// reserve, conditionally on the batch document being unchanged, so the
-// reserve is never overdrawn. It reports whether the player is in.
-func (t *Tracker) addOverflow(ctx context.Context, m *meta, c *Completion, k int, now time.Time) bool {
-	ref := t.batchRef(c.BatchID)
-	for range 4 {
-		m.mu.Lock()
-		full := m.arrayFull
-		m.mu.Unlock()
-		if full {
-			return false
-		}
-		snap, err := ref.Get(ctx)
-		if err != nil {
-			return false
-		}
-		st := decodeState(snap)
-		if slices.Contains(st.array, c.PlayerLookup) {
-			return true
-		}
-		if st.arrayOverflow >= int64(reserve(m.arrayCap)) {
-			m.mu.Lock()
-			m.arrayFull = true
-			m.mu.Unlock()
-			return false
-		}
-		_, err = t.commit(ctx,
-			update(ref.Path, map[string]*pb.Value{FieldUpdatedAt: pbTime(now)}, updatedAt(snap.UpdateTime),
-				union(FieldArray, c.PlayerLookup), inc(FieldArrayOverflow, 1)),
-			update(t.shardRef(c.BatchID, k).Path, map[string]*pb.Value{}, nil, inc(shardArray, 1)))
-		if err == nil {
-			return true
-		}
-		if c := status.Code(err); c != codes.FailedPrecondition && c != codes.Aborted {
-			return false
-		}
-	}
-	return false
 }
 
 // alertArrayPass warns once when an uncapped array (dual writes counted
@@ -650,57 +611,4 @@ func classify(err error) error {
 		return errs.E(errs.Transient, "batch_not_found", err)
 	}
 	return errs.E(errs.Transient, "firestore", err)
-}
-
-// appendArray adds player (of shard k) to the capped array and waits until
-// that is committed. The caller whose arrival finds no commit in flight
-// writes every group that forms meanwhile, then returns.
-func (t *Tracker) appendArray(ctx context.Context, m *meta, player string, k int) error {
-	w := &m.arr
-	w.mu.Lock()
-	if w.next == nil {
-		w.next = &arrayGroup{shards: map[int]int64{}, done: make(chan struct{})}
-	}
-	mine := w.next
-	mine.players = append(mine.players, player)
-	mine.shards[k]++
-	if w.busy {
-		w.mu.Unlock()
-		select {
-		case <-mine.done:
-			return mine.err
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-	w.busy = true
-	for {
-		g := w.next
-		w.next = nil
-		if g == nil {
-			w.busy = false
-			w.mu.Unlock()
-			return mine.err
-		}
-		w.mu.Unlock()
-		g.err = t.commitArray(ctx, m.batchID, g)
-		close(g.done)
-		w.mu.Lock()
-	}
-}
-
-// commitArray writes one group: the players into the array and their
-// count into each shard's array_count, atomically, so array_count never
-// counts a player the array lacks.
-func (t *Tracker) commitArray(ctx context.Context, batchID string, g *arrayGroup) error {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 20*time.Second)
-	defer cancel()
-	t.Metrics.Inc("batch.array_commits")
-	writes := []*pb.Write{update(t.batchRef(batchID).Path, map[string]*pb.Value{FieldUpdatedAt: pbTime(t.Clock.Now())},
-		exists(true), union(FieldArray, g.players...))}
-	for k, n := range g.shards {
-		writes = append(writes, update(t.shardRef(batchID, k).Path, map[string]*pb.Value{}, nil, inc(shardArray, n)))
-	}
-	_, err := t.commit(ctx, writes...)
-	return err
 }

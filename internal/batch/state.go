@@ -38,6 +38,14 @@ const (
 	// array_overflow counts players that took a reserve slot of the capped
 	// array (see quota).
 	FieldArrayOverflow = "array_overflow"
+	// array_merged counts players the capped array's background merge
+	// added (dual writes with subcollection reads), all with completion
+	// documents; array_merged_at is when the last merge committed, which
+	// spaces merges at least mergeEvery apart across every instance.
+	FieldArrayMerged   = "array_merged"
+	FieldArrayMergedAt = "array_merged_at"
+	// counter_shard_count is the batch's shard count (see ShardsFor).
+	FieldShardCount = "counter_shard_count"
 	// legacy_key_writes marks a batch that legacy-mode completions wrote to:
 	// their predictions are in idempotency keys, which the exact count reads.
 	FieldLegacyKeyWrites = "legacy_key_writes"
@@ -89,6 +97,9 @@ type state struct {
 	array                     []string
 	arrayWrites               int64
 	arrayOverflow             int64
+	arrayMerged               int64
+	arrayMergedAt             time.Time
+	shardCount                int64
 	legacyKeys                bool
 	totalPredictions          int64
 	completedCount            int64
@@ -121,6 +132,9 @@ func decodeState(snap *firestore.DocumentSnapshot) *state {
 	st.array = stringList(d[FieldArray])
 	st.arrayWrites = asInt(d[FieldArrayWrites])
 	st.arrayOverflow = asInt(d[FieldArrayOverflow])
+	st.arrayMerged = asInt(d[FieldArrayMerged])
+	st.arrayMergedAt, _ = d[FieldArrayMergedAt].(time.Time)
+	st.shardCount = asInt(d[FieldShardCount])
 	st.legacyKeys, _ = d[FieldLegacyKeyWrites].(bool)
 	st.totalPredictions = asInt(d[FieldTotalPredictions])
 	st.completedCount = asInt(d[FieldCompletedCount])
@@ -165,6 +179,15 @@ func stringList(v any) []string {
 	return out
 }
 
+// shards is the batch's counter shard count: the stored one, or the count
+// every revision used before it was stored.
+func (st *state) shards() int {
+	if st.shardCount > 0 && st.shardCount <= MaxShards {
+		return int(st.shardCount)
+	}
+	return LegacyShards
+}
+
 // liveClaim reports whether an attempt is publishing right now.
 func (st *state) liveClaim(now time.Time) bool {
 	return st.cstate == stateClaimed && now.Before(st.expires)
@@ -188,7 +211,7 @@ type shard struct{ count, predictions, array int64 }
 type tally struct {
 	batchID string
 	st      *state
-	shards  [Shards]shard
+	shards  []shard // the batch's st.shards() counter shards
 
 	subCount       int64    // completion documents
 	subPredictions int64    // their predictions_count, summed
@@ -208,6 +231,14 @@ func (tl *tally) shardSum() (count, array int64) {
 		array += s.array
 	}
 	return count, array
+}
+
+// dualArray is how many array entries phasegate's dual writes made, every
+// one with a completion document: those the shards' array_count took, and
+// those the background merge added.
+func (tl *tally) dualArray() int64 {
+	_, a := tl.shardSum()
+	return a + tl.st.arrayMerged
 }
 
 // counter returns the value the mode's fast path counts with.
@@ -242,28 +273,40 @@ func (tl *tally) counter(m Mode) int64 {
 func (t *Tracker) take(ctx context.Context, batchID string, withProgress bool) (*tally, error) {
 	ref := t.batchRef(batchID)
 	tl := &tally{batchID: batchID}
-	refs := make([]*firestore.DocumentRef, 0, Shards+1)
-	refs = append(refs, ref)
-	for k := range Shards {
-		refs = append(refs, t.shardRef(batchID, k))
-	}
-	snaps, err := t.Firestore.GetAll(ctx, refs)
-	if err != nil {
-		return nil, fmt.Errorf("read batch: %w", err)
-	}
-	tl.st = decodeState(snaps[0])
-	if !tl.st.exists {
-		return nil, errNoBatch
-	}
-	tl.countedAt = snaps[0].ReadTime
-	for k, s := range snaps[1:] {
-		if !s.ReadTime.Equal(tl.countedAt) {
-			return nil, fmt.Errorf("read batch: documents read at %v and %v", tl.countedAt, s.ReadTime)
+	// The shard count is on the batch document, which this very read
+	// returns: read as many shards as this instance last knew of (or the
+	// legacy count), and once more should the document say otherwise.
+	n := t.cache.shards(batchID)
+	for try := 0; ; try++ {
+		refs := make([]*firestore.DocumentRef, 0, n+1)
+		refs = append(refs, ref)
+		for k := range n {
+			refs = append(refs, t.shardRef(batchID, k))
 		}
-		if s.Exists() {
-			d := s.Data()
-			tl.shards[k] = shard{asInt(d[shardCount]), asInt(d[shardPredictions]), asInt(d[shardArray])}
+		snaps, err := t.Firestore.GetAll(ctx, refs)
+		if err != nil {
+			return nil, fmt.Errorf("read batch: %w", err)
 		}
+		tl.st = decodeState(snaps[0])
+		if !tl.st.exists {
+			return nil, errNoBatch
+		}
+		if want := tl.st.shards(); want != n && try == 0 {
+			n = want
+			continue
+		}
+		tl.countedAt = snaps[0].ReadTime
+		tl.shards = make([]shard, n)
+		for k, s := range snaps[1:] {
+			if !s.ReadTime.Equal(tl.countedAt) {
+				return nil, fmt.Errorf("read batch: documents read at %v and %v", tl.countedAt, s.ReadTime)
+			}
+			if s.Exists() {
+				d := s.Data()
+				tl.shards[k] = shard{asInt(d[shardCount]), asInt(d[shardPredictions]), asInt(d[shardArray])}
+			}
+		}
+		break
 	}
 	var sumPredictions int64
 	for _, s := range tl.shards {
@@ -273,7 +316,8 @@ func (t *Tracker) take(ctx context.Context, batchID string, withProgress bool) (
 	// Every array entry a dual write made has a completion document; when
 	// the array holds exactly those, no lookup is needed, and without any
 	// completion document every entry is array-only.
-	_, arrayDual := tl.shardSum()
+	arrayDual := tl.dualArray()
+	var err error
 	switch {
 	case len(tl.st.array) == 0 || int64(len(tl.st.array)) == arrayDual:
 	case tl.subCount == 0:

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"log/slog"
+	"math"
 	"os"
 	"strconv"
 	"sync"
@@ -28,17 +29,44 @@ import (
 	"github.com/phasegate/phasegate/internal/metrics"
 )
 
-// Firestore names (CONTRACT §4). Shards is part of the layout: a batch's
-// players are spread over exactly this many counter documents, so changing
-// it needs `phasegate batch migrate` for open batches.
+// Firestore names (CONTRACT §4).
 const (
 	Collection     = "prediction_batches"
 	CompletionsSub = "completions"
 	ShardsSub      = "counter_shards"
-	Shards         = 16
 	// KeyKind names worker-completion idempotency keys in pubsub_deduplication.
 	KeyKind = "worker_completion"
 )
+
+// A batch's players are spread over counter_shard_count counter documents,
+// fixed when phasegate first sees the batch (see ShardsFor) and stored on
+// the batch document, so that changing the arrival rate never changes an
+// open batch's layout. A batch without the field was laid out by a
+// revision that always used LegacyShards.
+const (
+	LegacyShards = 16
+	// MaxShards bounds the one BatchGet that reads every shard.
+	MaxShards = 500
+	// shardWriteRate is the mean writes per second a shard is sized for:
+	// well under Firestore's sustained one per second per document, so
+	// that the busiest of a hundred shards stays near one over any 10 s.
+	shardWriteRate = 0.3
+	// shardWindowWrites: a batch too small to write any shard more than
+	// this many times in all needs no more shards, whatever the rate.
+	shardWindowWrites = 10
+)
+
+// ShardsFor is the counter shard count for a new batch of expected players
+// arriving at rate completions per second: enough that a shard's mean
+// write rate stays at shardWriteRate, never more than a batch of that size
+// could fill shardWindowWrites times, never fewer than LegacyShards (so a
+// completion an older revision counted on shard hash%16 still lands on a
+// shard that is read).
+func ShardsFor(expected int64, rate int) int {
+	byRate := int(math.Ceil(float64(rate) / shardWriteRate))
+	bySize := int((expected + shardWindowWrites - 1) / shardWindowWrites)
+	return min(MaxShards, max(LegacyShards, min(byRate, bySize)))
+}
 
 // Publisher sends a message to a topic and returns its id.
 type Publisher interface {
@@ -93,6 +121,10 @@ type Tracker struct {
 	conn   *grpc.ClientConn // ours to close when talking to the emulator
 	cache  *cache
 	flight singleflight.Group
+	// stopping ends background merges when the Tracker closes.
+	stopping context.Context
+	stop     context.CancelFunc
+	merges   sync.WaitGroup
 }
 
 // New returns a Tracker. It opens a low-level Firestore client for the
@@ -108,6 +140,7 @@ func New(ctx context.Context, d Deps) (*Tracker, error) {
 		d.Log = slog.New(slog.DiscardHandler)
 	}
 	t := &Tracker{Deps: d, cache: newCache(4096)}
+	t.stopping, t.stop = context.WithCancel(context.Background())
 	var opts []option.ClientOption
 	if addr := os.Getenv("FIRESTORE_EMULATOR_HOST"); addr != "" {
 		conn, err := emulator.FirestoreConn(addr)
@@ -133,6 +166,8 @@ func (t *Tracker) Close() error {
 	if t == nil || t.raw == nil {
 		return nil
 	}
+	t.stop()
+	t.merges.Wait()
 	err := t.raw.Close()
 	if t.conn != nil {
 		_ = t.conn.Close() // may already be closed by raw.Close
@@ -179,28 +214,12 @@ func ModeFor(cfg config.Batch, batchID string) Mode {
 	return ModeSubOnly
 }
 
-// ShardOf returns the counter shard of a player.
-func ShardOf(player string) int {
+// ShardOf returns the counter shard of a player in a batch of n shards.
+func ShardOf(player string, n int) int {
 	h := fnv.New64a()
 	_, _ = h.Write([]byte(player))
-	return int(h.Sum64() % Shards)
+	return int(h.Sum64() % uint64(n))
 }
-
-// quota is how many of shard k's players the capped array takes in
-// dual-write-with-subcollection-reads mode: 80 % of the cap spread over the
-// shards, so that the array stays within the cap without anyone reading it;
-// the remaining 20 % is a reserve that completions over their shard's quota
-// claim with a conditional write (see addOverflow).
-func quota(k, arrayCap int) int {
-	q := arrayCap * 4 / 5
-	n := q / Shards
-	if k < q%Shards {
-		n++
-	}
-	return n
-}
-
-func reserve(arrayCap int) int { return arrayCap - arrayCap*4/5 }
 
 func (t *Tracker) batchRef(batchID string) *firestore.DocumentRef {
 	return t.Firestore.Collection(Collection).Doc(docid.Encode(batchID))
@@ -294,6 +313,26 @@ func (c *cache) get(key string) (*meta, bool) {
 		c.m[key] = m
 	}
 	return m, ok
+}
+
+// shards returns the shard count of batchID as a cached view knows it, or
+// LegacyShards.
+func (c *cache) shards(batchID string) int {
+	prefix := docid.Encode(batchID) + "\x00"
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, mode := range []Mode{ModeSubOnly, ModeDualSubReads, ModeDualArrayReads, ModeLegacy} {
+		if m, ok := c.m[prefix+mode.String()]; ok {
+			select {
+			case <-m.ready:
+				if m.err == nil {
+					return m.n
+				}
+			default:
+			}
+		}
+	}
+	return LegacyShards
 }
 
 func (c *cache) drop(key string, m *meta) {

@@ -82,15 +82,24 @@ func TestModeFor(t *testing.T) {
 	}
 }
 
-// The quotas and the reserve add up to the cap exactly, for any cap.
-func TestQuotaFillsTheCap(t *testing.T) {
-	for _, c := range []int{1, 7, 40, 100, 899, 900, 1000} {
-		sum := reserve(c)
-		for k := range Shards {
-			sum += quota(k, c)
-		}
-		if sum != c {
-			t.Errorf("cap %d: quotas and reserve sum to %d", c, sum)
+// The shard count follows the arrival rate, is bounded by what the batch
+// could fill and by MaxShards, and never drops below the legacy count.
+func TestShardsFor(t *testing.T) {
+	for _, c := range []struct {
+		expected int64
+		rate     int
+		want     int
+	}{
+		{10, 34, LegacyShards},
+		{450, 34, 45},
+		{10000, 34, 114},
+		{100000, 34, 114},
+		{10000, 1, LegacyShards},
+		{10000, 100, 334},
+		{1000000, 10000, MaxShards},
+	} {
+		if got := ShardsFor(c.expected, c.rate); got != c.want {
+			t.Errorf("ShardsFor(%d, %d) = %d, want %d", c.expected, c.rate, got, c.want)
 		}
 	}
 }
@@ -98,6 +107,7 @@ func TestQuotaFillsTheCap(t *testing.T) {
 // lowerTail is an upper bound of the binomial lower tail, so skipping on it
 // misses a completion with probability at most epsilon.
 func TestLowerTailBoundsTheBinomial(t *testing.T) {
+	const Shards = LegacyShards
 	p := 1.0 / Shards
 	for _, n := range []int64{50, 450, 1500, 10000} {
 		cdf, pmf := 0.0, math.Pow(1-p, float64(n))
@@ -119,11 +129,12 @@ func TestLowerTailBoundsTheBinomial(t *testing.T) {
 // canSkip never skips once the last full read shows the target reached,
 // and skips a completion the last read already included.
 func TestCanSkip(t *testing.T) {
-	m := &meta{expected: 10000}
+	const Shards = LegacyShards
+	m := &meta{expected: 10000, n: Shards}
 	if m.canSkip(0, 1) {
 		t.Fatal("skipped without any full read")
 	}
-	var vals [Shards]int64
+	vals := make([]int64, Shards)
 	for k := range vals {
 		vals[k] = 100
 	}

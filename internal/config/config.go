@@ -169,13 +169,17 @@ type Alerts struct {
 
 // Batch configures prediction-batch tracking and its migration flags.
 type Batch struct {
-	EnableSubcollection   Flag          `yaml:"enable_subcollection_completions"`
-	DualWrite             Flag          `yaml:"dual_write_mode"`
-	UseSubcollectionReads Flag          `yaml:"use_subcollection_reads"`
-	ArrayCap              int           `yaml:"array_cap"`
-	StallAfter            time.Duration `yaml:"stall_after"`
-	StallMinPercent       int           `yaml:"stall_min_percent"`
-	MaxAge                time.Duration `yaml:"max_age"`
+	EnableSubcollection   Flag `yaml:"enable_subcollection_completions"`
+	DualWrite             Flag `yaml:"dual_write_mode"`
+	UseSubcollectionReads Flag `yaml:"use_subcollection_reads"`
+	ArrayCap              int  `yaml:"array_cap"`
+	// ArrivalRate is how many worker completions per second one batch is
+	// expected to receive at its peak; a new batch's counter shard count
+	// follows from it (and is then fixed on the batch).
+	ArrivalRate     int           `yaml:"arrival_rate"`
+	StallAfter      time.Duration `yaml:"stall_after"`
+	StallMinPercent int           `yaml:"stall_min_percent"`
+	MaxAge          time.Duration `yaml:"max_age"`
 }
 
 // Phase is one gate between two phases.
@@ -245,6 +249,7 @@ type env struct {
 	DedupTTLDays         *string `env:"DEDUP_TTL_DAYS, noinit"`
 	DataChecks           *string `env:"ENABLE_DATA_CHECKS, noinit"`
 	BigQueryEmulatorHost string  `env:"BIGQUERY_EMULATOR_HOST"`
+	ArrivalRate          *string `env:"BATCH_ARRIVAL_RATE, noinit"`
 }
 
 // Load reads the configuration from the process environment.
@@ -362,6 +367,9 @@ func (e *env) apply(c *Config) error {
 	flag("ENABLE_IDEMPOTENCY_KEYS", &c.Idempotency.Enabled, e.Idempotency)
 	flag("ENABLE_DATA_CHECKS", &c.BigQuery.DataChecks, e.DataChecks)
 	c.BigQuery.EmulatorHost = e.BigQueryEmulatorHost
+	if n, ok := integer("BATCH_ARRIVAL_RATE", e.ArrivalRate); ok {
+		c.Batch.ArrivalRate = n
+	}
 	if n, ok := integer("DEDUP_TTL_DAYS", e.DedupTTLDays); ok {
 		c.Idempotency.TTL = time.Duration(n) * 24 * time.Hour
 	}
@@ -445,6 +453,9 @@ func (c *Config) Validate() error {
 	}
 	if b.ArrayCap < 1 || b.ArrayCap > 1000 {
 		bad("batch.array_cap", "must be between 1 and 1000, got %d", b.ArrayCap)
+	}
+	if b.ArrivalRate < 1 || b.ArrivalRate > 10000 {
+		bad("batch.arrival_rate (BATCH_ARRIVAL_RATE)", "must be between 1 and 10000 completions per second, got %d", b.ArrivalRate)
 	}
 	positive("batch.stall_after", b.StallAfter)
 	positive("batch.max_age", b.MaxAge)
