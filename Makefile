@@ -62,3 +62,21 @@ $(BIGQUERY_EMULATOR): tools/bigquery-emulator/go.mod tools/bigquery-emulator/go.
 	cd tools/bigquery-emulator && CGO_ENABLED=1 CC=clang CXX=clang++ nice -n 10 \
 		$(GO) build -o $@.tmp github.com/goccy/bigquery-emulator/cmd/bigquery-emulator
 	mv $@.tmp $@
+
+LOADTEST := $(WITH_EMULATORS) $(PHASEGATE) loadtest
+.PHONY: loadtest loadtest-kill loadtest-100k bench-coldstart
+## loadtest: a production-scale night through separate serve processes — K×C ∈ {1,4}×{1,8,80} unpaced at 10,000 players beside the in-process floor, a paced 10,000-player night over 300 s with the gates, 5 short paced runs; table on stdout, loadtest-out/results.json and an SVG (LOADTESTFLAGS to change; ~15 min)
+loadtest:
+	$(LOADTEST) $(LOADTESTFLAGS)
+
+## loadtest-kill: a paced 3,000-player batch in which instance 0 is SIGKILLed halfway and started again (~3 min)
+loadtest-kill:
+	$(LOADTEST) --out loadtest-out/kill --floor=false --unpaced '' --players 3000 --window 90s --short-runs 2 --short-players 1500 --kill-at 0.5 $(LOADTESTFLAGS)
+
+## loadtest-100k: one unpaced 100,000-player batch at the deployed settings (BATCH_ARRIVAL_RATE 34), to show there is no cliff (~10–15 min)
+loadtest-100k:
+	$(LOADTEST) --out loadtest-out/100k --floor=false --paced '' --unpaced 2x80 --players 100000 --arrival-rate 34 $(LOADTESTFLAGS)
+
+## bench-coldstart: the buildpack-built function — binary size, exec → first answered request (5 starts), resident memory after a 10,000-player batch
+bench-coldstart:
+	$(LOADTEST) --out loadtest-out/coldstart --coldstart 5 $(LOADTESTFLAGS)

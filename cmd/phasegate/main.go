@@ -61,7 +61,7 @@ func newRoot() *cobra.Command {
 		},
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(serveCmd(), demoCmd(), emulatorsCmd(), statusCmd(), triggerCmd(), deadLettersCmd(), batchCmd())
+	root.AddCommand(serveCmd(), demoCmd(), emulatorsCmd(), statusCmd(), triggerCmd(), deadLettersCmd(), batchCmd(), loadtestCmd())
 	for _, c := range root.Commands() {
 		if c.Args == nil {
 			c.Args = noArgs
