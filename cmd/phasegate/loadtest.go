@@ -19,12 +19,12 @@ import (
 
 type loadtestFlags struct {
 	players, shortPlayers, shortRuns, outstanding, rate int
-	window, queueTimeout, minBackoff, maxBackoff     time.Duration
-	unpaced, paced                                   string
-	redeliver, gateDups, killAt                      float64
-	floor, gates                                     bool
-	out, env                                         string
-	coldstart                                        int
+	window, queueTimeout, minBackoff, maxBackoff        time.Duration
+	unpaced, paced                                      string
+	redeliver, gateDups, killAt                         float64
+	floor, gates                                        bool
+	out, env                                            string
+	coldstart                                           int
 }
 
 func loadtestCmd() *cobra.Command {
