@@ -21,14 +21,29 @@
 // subcollection modes a completion is a single Commit RPC (the low-level
 // apiv1 client, outside any transaction, so nothing is locked) holding two
 // writes: Create of completions/{player} with precondition exists=false,
-// and an Increment on one of Shards counter documents,
-// counter_shards/{hash(player) % Shards}. The completion document is the
+// and an Increment on one of the batch's n counter documents,
+// counter_shards/{hash(player) % n}. The completion document is the
 // idempotency key of (batch_id, player_lookup): a redelivery or re-publish
 // fails the Create with AlreadyExists and the commit applies nothing, so
 // the shards always sum to exactly the number of completion documents, and
 // only distinct players count. Player ids become document ids through
 // docid, so any name works and two names never collide; the document keeps
 // the raw value.
+//
+// The shard count n follows the batch's size and the configured arrival
+// rate (batch.arrival_rate, BATCH_ARRIVAL_RATE: completions per second one
+// batch receives): enough shards that each takes about 0.3 writes per
+// second on average, so the busiest of them stays near Firestore's one per
+// second over any 10 s (at 34/s, 114 shards); no more than a batch of that
+// size could write ten times each; never fewer than 16, the count every
+// earlier revision used, and at most 500. It is fixed the first time
+// phasegate sees the batch and stored on the batch document
+// (counter_shard_count, a conditional write, so all instances agree);
+// every later reader uses the stored count, so changing the rate never
+// changes an open batch's layout or its exact count. A batch without the
+// field, or one that already has counted completions when first seen, has
+// 16. Because n ≥ 16, a completion that an older revision counted on
+// shard hash%16 still lands on a shard that is read.
 //
 // A busy instance group-commits: completions of one shard that arrive while
 // that shard's commit is in flight go together in the next one (their
@@ -44,9 +59,12 @@
 // batch could possibly be done: had every remaining player completed since
 // that read, this shard would almost surely (1 − 1e-6) have grown by more
 // than it did. While that holds the read is skipped; near the end every
-// completion reads the shards (one BatchGet of Shards documents), and the
+// completion reads the shards (one BatchGet of the batch's n documents), and the
 // read that sees the sum reach expected_players runs the exact check.
-// On a 10,000-player batch about 97 % of completions skip the read. The
+// On a 10,000-player batch with 16 shards about 97 % of completions skip
+// the read; with more shards fewer do (the bound needs more remaining
+// players per shard), which `make loadtest` reports as BatchGetDocuments
+// per completion. The
 // rare batch whose last completion skipped wrongly, or was lost, is
 // completed as success by the sweep's exact check.
 //
@@ -74,8 +92,10 @@
 // redelivery, a duplicate, re-judges the batch and publishes); a crashed
 // claimant's claim expires after the gate lease and the next redelivery or
 // the sweep finishes it. Concurrent attempts in one instance share one run.
-// These few writes — plus, in dual-write mode with subcollection reads, the
-// capped legacy array — are all the batch document takes.
+// These few writes, the one that stores the shard count, and in dual-write
+// mode with subcollection reads the capped array's merges (at most about
+// one per second) are all the batch document takes in the subcollection
+// modes, whatever the arrival rate or the number of instances.
 //
 // # Migration modes (CONTRACT §6)
 //
@@ -89,14 +109,27 @@
 //   - dual writes, array reads: the subcollection commit also carries the
 //     ArrayUnion and array_writes Increment (uncapped; one warning alert when
 //     it passes the cap).
-//   - dual writes, subcollection reads (default): the subcollection commit;
-//     then the player joins the array if its shard's count is within the
-//     shard's quota (80 % of the cap spread over the shards), so the array
-//     can never pass the cap and nobody reads it to find out. Additions are
-//     group-committed: a handful of batch-document writes per batch. While
-//     expected_players fits in the cap, players over their shard's quota
-//     take the remaining 20 % with a conditional write, so small batches
-//     list everyone. One warning alert when a player is left out.
+//   - dual writes, subcollection reads (default): the subcollection commit
+//     alone on the request path. The capped legacy array is written for
+//     older readers by a per-batch merge, off the request path: each
+//     instance queues the players it recorded, and a background merge
+//     reads the batch document and adds them in one write conditional on
+//     the document being unchanged and on the previous merge (stored as a
+//     server timestamp, array_merged_at) being at least a second old by
+//     the server's clock. Merges into one batch document are therefore at
+//     most about one per second however many instances record completions
+//     and however fast they arrive; an instance's players wait and go
+//     together. The merge reads the array, so it fills it up to the cap
+//     exactly (a usual game day fits, and everyone is listed) and leaves
+//     the rest out with one warning alert. The same write counts the
+//     players it added in array_merged, so the exact count knows, without
+//     a lookup, that those entries all have completion documents. The
+//     array is a courtesy: nothing counts from it in this mode, a merge
+//     that keeps failing gives up with a warning, and an instance that dies
+//     loses the players it had not merged yet (they are counted all the
+//     same). On Cloud Run the merge runs when the instance has CPU, that is
+//     while it serves requests; the batch's last players may join the
+//     array only with the instance's next traffic.
 //   - subcollection only: the subcollection commit alone.
 //
 // `phasegate batch migrate` copies legacy arrays into the subcollection
