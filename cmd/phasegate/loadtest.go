@@ -68,7 +68,7 @@ PUBSUB_EMULATOR_HOST are set.`,
 	fl.StringVar(&f.unpaced, "unpaced", "1x1,1x8,1x80,4x1,4x8,4x80", "unpaced runs, as KxC (instances x concurrency), comma-separated")
 	fl.StringVar(&f.paced, "paced", "4x8", "paced runs at the default pace, as KxC")
 	fl.IntVar(&f.shortRuns, "short-runs", 5, "short paced runs per paced configuration, for the latency")
-	fl.IntVar(&f.shortPlayers, "short-players", 1500, "players in each short paced run")
+	fl.IntVar(&f.shortPlayers, "short-players", 1000, "players in each short paced run")
 	fl.IntVar(&f.outstanding, "outstanding", 0, "unpaced: deliveries in flight at once (0: 2·K·C, at least 16, at most 400)")
 	fl.Float64Var(&f.redeliver, "redeliver", 0.10, "share of worker completions delivered twice")
 	fl.Float64Var(&f.gateDups, "gate-duplicates", 0.25, "share of gate completions delivered twice")
@@ -161,8 +161,8 @@ func runLoadtest(ctx context.Context, out io.Writer, f loadtestFlags) error {
 		// production Firestore needs no warming.
 		warm := *env
 		warm.Log = func(string, ...any) {}
-		if _, err := warm.Play(ctx, loadtest.Run{Name: "warm-up", Instances: 2, Concurrency: 80, Players: min(f.players, 2000),
-			Redeliver: f.redeliver, Outstanding: 160, Gates: f.gates, ArrivalRate: rate}); err != nil {
+		if _, err := warm.Play(ctx, loadtest.Run{Name: "warm-up", Instances: 2, Concurrency: 80, Players: min(f.players, 1000),
+			Redeliver: f.redeliver, Outstanding: 160, ArrivalRate: rate}); err != nil {
 			return fmt.Errorf("warm-up: %w", err)
 		}
 		logf("warm-up night done (%.0f s)", time.Since(t0).Seconds())
