@@ -14,9 +14,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"text/template"
 	"time"
 
+	"github.com/phasegate/phasegate/internal/buildpack"
 	"github.com/phasegate/phasegate/internal/envelope"
 	"github.com/phasegate/phasegate/internal/testenv"
 )
@@ -24,37 +24,9 @@ import (
 const (
 	frameworkModule    = "github.com/GoogleCloudPlatform/functions-framework-go"
 	frameworkFunctions = frameworkModule + "/functions"
-	// The buildpack moves the uploaded source into this directory and
-	// generates its main package under functions.local/app inside it.
-	sourceDir = "serverless_function_source_code"
-	appDir    = "functions.local/app"
+	sourceDir          = buildpack.SourceDir
+	appDir             = buildpack.AppDir
 )
-
-// declarativeMain is what the buildpack generates when the root package
-// imports the framework's functions package: a blank import of the root
-// package, whose init functions register every entry point, then the
-// framework's server on $PORT, which serves FUNCTION_TARGET at "/".
-var declarativeMain = template.Must(template.New("main").Parse(`package main
-
-import (
-	"log"
-	"os"
-
-	_ "{{.}}"
-
-	"github.com/GoogleCloudPlatform/functions-framework-go/funcframework"
-)
-
-func main() {
-	port := os.Getenv("PORT")
-	if port == "" {
-		port = "8080"
-	}
-	if err := funcframework.Start(port); err != nil {
-		log.Fatalf("function failed to start: %v", err)
-	}
-}
-`))
 
 // TestBuildpackBuild builds the repository the way Cloud Build's Go
 // functions buildpack builds `gcloud functions deploy --source .` (module
@@ -113,7 +85,7 @@ func TestBuildpackBuild(t *testing.T) {
 		t.Fatal(err)
 	}
 	var buf bytes.Buffer
-	if err := declarativeMain.Execute(&buf, mod); err != nil {
+	if err := buildpack.Main.Execute(&buf, mod); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(filepath.Join(main, "main.go"), buf.Bytes(), 0o644); err != nil {

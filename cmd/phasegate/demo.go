@@ -99,16 +99,11 @@ var demoPlayers = []string{"lebronjames", "shaigilgeous-alexander", "jr.smith", 
 const gameDate = "2026-01-19"
 
 func runDemo(ctx context.Context, out io.Writer, verbose bool) error {
-	if os.Getenv("FIRESTORE_EMULATOR_HOST") == "" || os.Getenv("PUBSUB_EMULATOR_HOST") == "" {
-		fmt.Fprintln(out, "starting the Firestore and Pub/Sub emulators…")
-		e, err := emulator.Start(ctx, "")
-		if err != nil {
-			return err
-		}
-		defer e.Stop()
-		os.Setenv("FIRESTORE_EMULATOR_HOST", e.FirestoreHost)
-		os.Setenv("PUBSUB_EMULATOR_HOST", e.PubSubHost)
+	stop, err := ensureEmulators(ctx, out)
+	if err != nil {
+		return err
 	}
+	defer stop()
 	slack := slacktest.New()
 	defer slack.Close()
 	// Alerts are printed after the step that caused them.
@@ -314,4 +309,20 @@ func decision(ctx context.Context, a *app.App, s step, code int) string {
 func firstLine(s string) string {
 	s, _, _ = strings.Cut(s, "\n")
 	return s
+}
+
+// ensureEmulators starts the emulators unless the environment names a
+// pair, and returns what stops them.
+func ensureEmulators(ctx context.Context, out io.Writer) (func(), error) {
+	if os.Getenv("FIRESTORE_EMULATOR_HOST") != "" && os.Getenv("PUBSUB_EMULATOR_HOST") != "" {
+		return func() {}, nil
+	}
+	fmt.Fprintln(out, "starting the Firestore and Pub/Sub emulators…")
+	e, err := emulator.Start(ctx, "")
+	if err != nil {
+		return nil, err
+	}
+	os.Setenv("FIRESTORE_EMULATOR_HOST", e.FirestoreHost)
+	os.Setenv("PUBSUB_EMULATOR_HOST", e.PubSubHost)
+	return e.Stop, nil
 }

@@ -13,7 +13,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/phasegate/phasegate/internal/emulator"
 	"github.com/phasegate/phasegate/internal/loadtest"
 )
 
@@ -85,16 +84,11 @@ PUBSUB_EMULATOR_HOST are set.`,
 }
 
 func runLoadtest(ctx context.Context, out io.Writer, f loadtestFlags) error {
-	if os.Getenv("FIRESTORE_EMULATOR_HOST") == "" || os.Getenv("PUBSUB_EMULATOR_HOST") == "" {
-		fmt.Fprintln(out, "starting the Firestore and Pub/Sub emulators…")
-		e, err := emulator.Start(ctx, "")
-		if err != nil {
-			return err
-		}
-		defer e.Stop()
-		os.Setenv("FIRESTORE_EMULATOR_HOST", e.FirestoreHost)
-		os.Setenv("PUBSUB_EMULATOR_HOST", e.PubSubHost)
+	stop, err := ensureEmulators(ctx, out)
+	if err != nil {
+		return err
 	}
+	defer stop()
 	if err := os.MkdirAll(filepath.Join(f.out, "logs"), 0o755); err != nil {
 		return err
 	}

@@ -10,12 +10,12 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"text/template"
 	"time"
 
 	"cloud.google.com/go/firestore"
 
 	"github.com/phasegate/phasegate/internal/batch"
+	"github.com/phasegate/phasegate/internal/buildpack"
 	"github.com/phasegate/phasegate/internal/envelope"
 )
 
@@ -34,35 +34,11 @@ func (c *Cold) String() string {
 		float64(c.BinaryBytes)/(1<<20), len(c.StartsMS), c.MedianMS, c.MaxMS, c.Night.Players, c.RSSMiB)
 }
 
-// The main Cloud Build's Go buildpack generates for a declarative
-// function (buildpack_test.go checks the same steps against the tree).
-var buildpackMain = template.Must(template.New("main").Parse(`package main
-
-import (
-	"log"
-	"os"
-
-	_ "{{.}}"
-
-	"github.com/GoogleCloudPlatform/functions-framework-go/funcframework"
-)
-
-func main() {
-	port := os.Getenv("PORT")
-	if port == "" {
-		port = "8080"
-	}
-	if err := funcframework.Start(port); err != nil {
-		log.Fatalf("function failed to start: %v", err)
-	}
-}
-`))
-
 // BuildFunction builds the working tree's tracked files as the buildpack
 // does: the source copied, a generated main under functions.local/app, one
 // go build. It returns the binary's path.
 func BuildFunction(ctx context.Context, dir string) (string, error) {
-	src := filepath.Join(dir, "serverless_function_source_code")
+	src := filepath.Join(dir, buildpack.SourceDir)
 	_ = os.RemoveAll(src)
 	files, err := exec.CommandContext(ctx, "git", "ls-files", "-z").Output()
 	if err != nil {
@@ -85,10 +61,10 @@ func BuildFunction(ctx context.Context, dir string) (string, error) {
 		return "", fmt.Errorf("go list -m: %w", err)
 	}
 	var main bytes.Buffer
-	if err := buildpackMain.Execute(&main, strings.TrimSpace(string(mod))); err != nil {
+	if err := buildpack.Main.Execute(&main, strings.TrimSpace(string(mod))); err != nil {
 		return "", err
 	}
-	app := filepath.Join(src, "functions.local", "app")
+	app := filepath.Join(src, buildpack.AppDir)
 	if err := os.MkdirAll(app, 0o755); err != nil {
 		return "", err
 	}
@@ -96,7 +72,7 @@ func BuildFunction(ctx context.Context, dir string) (string, error) {
 		return "", err
 	}
 	bin, _ := filepath.Abs(filepath.Join(dir, "function"))
-	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./functions.local/app")
+	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./"+buildpack.AppDir)
 	build.Dir = src
 	if out, err := build.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("go build: %w\n%s", err, out)
