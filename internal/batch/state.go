@@ -8,7 +8,9 @@ import (
 
 	"cloud.google.com/go/firestore"
 	pb "cloud.google.com/go/firestore/apiv1/firestorepb"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/phasegate/phasegate/internal/dedup"
@@ -274,9 +276,20 @@ func (t *Tracker) take(ctx context.Context, batchID string, withProgress bool) (
 	ref := t.batchRef(batchID)
 	tl := &tally{batchID: batchID}
 	// The shard count is on the batch document, which this very read
-	// returns: read as many shards as this instance last knew of (or the
-	// legacy count), and once more should the document say otherwise.
-	n := t.cache.shards(batchID)
+	// returns: read as many shards as this instance knows the batch has,
+	// and once more should the document say otherwise. An instance that
+	// has not seen the batch reads the document alone first.
+	n, known := t.cache.shards(batchID)
+	if !known {
+		snap, err := ref.Get(ctx)
+		if snap == nil || !snap.Exists() {
+			if err != nil && status.Code(err) != codes.NotFound {
+				return nil, fmt.Errorf("read batch: %w", err)
+			}
+			return nil, errNoBatch
+		}
+		n = decodeState(snap).shards()
+	}
 	for try := 0; ; try++ {
 		refs := make([]*firestore.DocumentRef, 0, n+1)
 		refs = append(refs, ref)

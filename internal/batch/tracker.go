@@ -315,9 +315,8 @@ func (c *cache) get(key string) (*meta, bool) {
 	return m, ok
 }
 
-// shards returns the shard count of batchID as a cached view knows it, or
-// LegacyShards.
-func (c *cache) shards(batchID string) int {
+// shards returns the shard count of batchID as a cached view knows it.
+func (c *cache) shards(batchID string) (int, bool) {
 	prefix := docid.Encode(batchID) + "\x00"
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -326,13 +325,13 @@ func (c *cache) shards(batchID string) int {
 			select {
 			case <-m.ready:
 				if m.err == nil {
-					return m.n
+					return m.n, true
 				}
 			default:
 			}
 		}
 	}
-	return LegacyShards
+	return 0, false
 }
 
 func (c *cache) drop(key string, m *meta) {
