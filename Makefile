@@ -11,9 +11,9 @@ WITH_EMULATORS := $(PHASEGATE) emulators --
 help:
 	@grep -h '^## ' $(MAKEFILE_LIST) | sed 's/^## //' | awk -F': ' '{printf "  %-18s %s\n", $$1, $$2}'
 
-## test: vet, then unit and integration tests against the real emulators
+## test: vet, then unit and integration tests against the real emulators; fails when a Firestore query they send has no index in deploy/firestore.indexes.json
 test: vet
-	$(WITH_EMULATORS) $(GO) test -race -count=1 -timeout 20m ./...
+	$(PHASEGATE) emulators --check-indexes deploy/firestore.indexes.json -- $(GO) test -race -count=1 -timeout 20m ./...
 	@test -x $(BIGQUERY_EMULATOR) || echo "BigQuery tests skipped: no emulator at $(BIGQUERY_EMULATOR); build it with make bigquery-emulator (about 17 minutes, needs clang)"
 
 ## demo: replay a game day on the emulators and print each gate's decisions

@@ -26,6 +26,7 @@ import (
 	"github.com/phasegate/phasegate/internal/datacheck"
 	"github.com/phasegate/phasegate/internal/dedup"
 	"github.com/phasegate/phasegate/internal/edge"
+	"github.com/phasegate/phasegate/internal/emulator"
 	"github.com/phasegate/phasegate/internal/gate"
 	"github.com/phasegate/phasegate/internal/history"
 	"github.com/phasegate/phasegate/internal/logging"
@@ -104,7 +105,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*App, error) {
 	if project == "" {
 		project = firestore.DetectProjectID
 	}
-	fs, err := firestore.NewClient(ctx, project, o.FirestoreOptions...)
+	fs, err := emulator.NewFirestore(ctx, project, o.FirestoreOptions...)
 	if err != nil {
 		return nil, fmt.Errorf("app: firestore: %w", err)
 	}

@@ -24,10 +24,14 @@ import (
 	"github.com/phasegate/phasegate/internal/bus"
 	"github.com/phasegate/phasegate/internal/emulator"
 	"github.com/phasegate/phasegate/internal/envelope"
+	"github.com/phasegate/phasegate/internal/indexcheck"
 )
 
 // Main runs a package's tests, starting emulators first when the
-// environment names none. Use it as the package's TestMain.
+// environment names none. Use it as the package's TestMain. Unless a runner
+// above does (phasegate emulators --check-indexes), it then fails the
+// package when a Firestore query the tests sent has no index in
+// deploy/firestore.indexes.json.
 func Main(m *testing.M) {
 	os.Exit(run(m))
 }
@@ -43,7 +47,17 @@ func run(m *testing.M) int {
 		os.Setenv("FIRESTORE_EMULATOR_HOST", e.FirestoreHost)
 		os.Setenv("PUBSUB_EMULATOR_HOST", e.PubSubHost)
 	}
-	return m.Run()
+	check, err := indexcheck.Begin()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "testenv:", err)
+		return 1
+	}
+	code := m.Run()
+	if err := check(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		code = max(code, 1)
+	}
+	return code
 }
 
 var seq atomic.Int64
@@ -62,7 +76,7 @@ func Project(t testing.TB) string {
 // Firestore returns a client for project, closed when t ends.
 func Firestore(t testing.TB, project string) *firestore.Client {
 	t.Helper()
-	c, err := firestore.NewClient(context.Background(), project)
+	c, err := emulator.NewFirestore(context.Background(), project)
 	if err != nil {
 		t.Fatalf("firestore client: %v", err)
 	}
