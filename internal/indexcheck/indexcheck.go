@@ -182,8 +182,8 @@ func need(coll, scope string, conj []term, orderBy []*firestorepb.StructuredQuer
 		last = dir
 		f := o.GetField().GetFieldPath()
 		if f == name {
-			n.NameOrder = dir
-			break // nothing orders after __name__
+			n.NameOrder = dir // always last, whatever follows it
+			continue
 		}
 		ordered[f] = true
 		n.Orders = append(n.Orders, IndexField{FieldPath: f, Order: dir})
@@ -201,11 +201,11 @@ func need(coll, scope string, conj []term, orderBy []*firestorepb.StructuredQuer
 			ineq = append(ineq, t.field)
 		}
 	}
+	sort.Strings(ineq)
+	for _, f := range ineq {
+		n.Orders = append(n.Orders, IndexField{FieldPath: f, Order: last})
+	}
 	if n.NameOrder == "" {
-		sort.Strings(ineq)
-		for _, f := range ineq {
-			n.Orders = append(n.Orders, IndexField{FieldPath: f, Order: last})
-		}
 		n.NameOrder = last
 	}
 	// Ordering by a field that an equality fixes orders nothing.

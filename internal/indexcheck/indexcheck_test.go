@@ -126,6 +126,8 @@ func TestMissing(t *testing.T) {
 			`{"collectionGroup":"c","queryScope":"COLLECTION","fields":[{"fieldPath":"a","order":"ASCENDING"},{"fieldPath":"tags","arrayConfig":"CONTAINS"},{"fieldPath":"__name__","order":"ASCENDING"}]}`},
 		{"explicit __name__ order against the last field's direction", orderBy(orderBy(where(from("c"), eq("open")), "at", true), "__name__", false), openDesc,
 			`{"collectionGroup":"c","queryScope":"COLLECTION","fields":[{"fieldPath":"open","order":"ASCENDING"},{"fieldPath":"at","order":"DESCENDING"},{"fieldPath":"__name__","order":"ASCENDING"}]}`},
+		{"inequality with an explicit __name__ order: the field still comes first", orderBy(where(from("c"), and(eq("open"), gte("at"))), "__name__", true), none,
+			`{"collectionGroup":"c","queryScope":"COLLECTION","fields":[{"fieldPath":"open","order":"ASCENDING"},{"fieldPath":"at","order":"DESCENDING"}]}`},
 		{"an index with more fields does not serve", orderBy(where(from("c"), eq("open")), "at", true),
 			`{"indexes":[{"collectionGroup":"c","fields":[{"fieldPath":"open","order":"ASCENDING"},{"fieldPath":"x","order":"ASCENDING"},{"fieldPath":"at","order":"DESCENDING"}]}]}`,
 			`{"collectionGroup":"c","queryScope":"COLLECTION","fields":[{"fieldPath":"open","order":"ASCENDING"},{"fieldPath":"at","order":"DESCENDING"}]}`},
