@@ -25,7 +25,8 @@ func TestUsageErrorsExit2(t *testing.T) {
 		{"status", "--date", "2026-13-01"},
 		{"trigger", "--date", "2026-01-19"},
 		{"trigger", "--phase", "Phase3To4", "--date", "tomorrow"},
-		{"dead-letters", "list"},
+		{"dead-letters", "list", "extra"},
+		{"dead-letters", "replay", "--max"},
 		{"emulators"},
 		{"demo", "extra"},
 	}
