@@ -65,6 +65,13 @@ the JSON to add.`,
 					if runErr == nil {
 						runErr = errors.New("emulators: a query lacks its index")
 					}
+				} else if recs, err := indexcheck.ReadLog(queryLog); err == nil && len(recs) > 0 {
+					shapes, callers := map[string]bool{}, map[string]bool{}
+					for _, r := range recs {
+						shapes[string(r.Query)], callers[r.Caller] = true, true
+					}
+					fmt.Fprintf(cmd.ErrOrStderr(), "indexcheck: %d query shapes from %d call sites, each served by %s\n",
+						len(shapes), len(callers), indexFile)
 				}
 			}
 			if ee, ok := runErr.(*exec.ExitError); ok {
