@@ -7,11 +7,10 @@ import (
 	"testing"
 	"time"
 
-	"cloud.google.com/go/firestore"
-
 	"github.com/phasegate/phasegate/internal/apptest"
 	"github.com/phasegate/phasegate/internal/clock"
 	"github.com/phasegate/phasegate/internal/config"
+	"github.com/phasegate/phasegate/internal/emulator"
 	"github.com/phasegate/phasegate/internal/slacktest"
 	"github.com/phasegate/phasegate/internal/status"
 	"github.com/phasegate/phasegate/internal/testenv"
@@ -121,7 +120,7 @@ func TestHealthFromAnotherInstance(t *testing.T) {
 }
 
 func TestHealthUnavailable(t *testing.T) {
-	fs, err := firestore.NewClient(context.Background(), "health-unavailable")
+	fs, err := emulator.NewFirestore(context.Background(), "health-unavailable")
 	if err != nil {
 		t.Fatal(err)
 	}
