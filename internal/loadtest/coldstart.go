@@ -12,10 +12,9 @@ import (
 	"strings"
 	"time"
 
-	"cloud.google.com/go/firestore"
-
 	"github.com/phasegate/phasegate/internal/batch"
 	"github.com/phasegate/phasegate/internal/buildpack"
+	"github.com/phasegate/phasegate/internal/emulator"
 	"github.com/phasegate/phasegate/internal/envelope"
 )
 
@@ -97,7 +96,7 @@ func ColdStart(ctx context.Context, e *Env, n, players, rate int, logf func(stri
 	}
 	c := &Cold{BinaryBytes: st.Size()}
 	project := fmt.Sprintf("lt-cold-%d", time.Now().Unix())
-	fs, err := firestore.NewClient(ctx, project)
+	fs, err := emulator.NewFirestore(ctx, project)
 	if err != nil {
 		return nil, err
 	}

@@ -12,13 +12,13 @@ import (
 	"sync/atomic"
 	"time"
 
-	"cloud.google.com/go/firestore"
 	firestorepb "cloud.google.com/go/firestore/apiv1/firestorepb"
 	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
 
 	"github.com/phasegate/phasegate/internal/batch"
 	"github.com/phasegate/phasegate/internal/bus"
 	"github.com/phasegate/phasegate/internal/config"
+	"github.com/phasegate/phasegate/internal/emulator"
 	"github.com/phasegate/phasegate/internal/gamedate"
 )
 
@@ -106,7 +106,7 @@ func (e *Env) Play(ctx context.Context, r Run) (*Result, error) {
 	cfg := config.Default()
 	cfg.ProjectID = project
 	cfg.Batch.ArrivalRate = r.ArrivalRate
-	fs, err := firestore.NewClient(ctx, project)
+	fs, err := emulator.NewFirestore(ctx, project)
 	if err != nil {
 		return nil, err
 	}

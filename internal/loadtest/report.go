@@ -11,7 +11,7 @@ import (
 	"sync"
 	"time"
 
-	"cloud.google.com/go/firestore"
+	"github.com/phasegate/phasegate/internal/emulator"
 )
 
 // Floor records n players with one bare Create each from 100 senders in
@@ -27,7 +27,7 @@ func Floor(ctx context.Context, n int) (float64, error) {
 
 func floor(ctx context.Context, n int, name string) (float64, error) {
 	project := fmt.Sprintf("lt-floor-%s-%d", name, time.Now().Unix())
-	fs, err := firestore.NewClient(ctx, project)
+	fs, err := emulator.NewFirestore(ctx, project)
 	if err != nil {
 		return 0, err
 	}
