@@ -27,7 +27,7 @@ import (
 )
 
 func demoCmd() *cobra.Command {
-	var verbose bool
+	var o demoOptions
 	cmd := &cobra.Command{
 		Use:   "demo",
 		Short: "Replay a simulated game day on the emulators and print what each gate decided",
@@ -39,13 +39,27 @@ one fails and the 30-minute completion deadline fires from the sweep; phase 3
 goes on with its critical processors; phase 4 completes; a prediction batch of
 players with awkward names completes once despite a redelivery. Slack alerts go to a
 local webhook receiver and are printed. Exits non-zero if the day did not
-end with exactly the expected triggers.`,
+end with exactly the expected triggers. Then it prints the URL of the night's
+Status page (a timeline per phase and batch) and keeps serving it for
+--linger, or until interrupted.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runDemo(cmd.Context(), cmd.OutOrStdout(), verbose)
+			if o.linger < 0 {
+				return usagef("--linger %v: must not be negative", o.linger)
+			}
+			return runDemo(cmd.Context(), cmd.OutOrStdout(), o)
 		},
 	}
-	cmd.Flags().BoolVar(&verbose, "verbose", false, "also print phasegate's JSON logs on stderr")
+	cmd.Flags().BoolVar(&o.verbose, "verbose", false, "also print phasegate's JSON logs on stderr")
+	cmd.Flags().DurationVar(&o.linger, "linger", 2*time.Minute, "how long to keep serving the night's Status page after the replay (0: exit at once)")
 	return cmd
+}
+
+type demoOptions struct {
+	verbose bool
+	linger  time.Duration
+	// atEnd, when set, is called with the night's page URL while it is
+	// served, instead of lingering: a test looks at the page with it.
+	atEnd func(ctx context.Context, pageURL string) error
 }
 
 type step struct {
@@ -79,7 +93,7 @@ var day = []step{
 	{at: "01:38", ep: "Phase4To5", proc: "PlayerCompositeFactorsProcessor", status: "success"},
 	{at: "01:41", ep: "Phase4To5", proc: "PlayerDailyCacheProcessor", status: "success"},
 	{at: "01:45", ep: "Phase4To5", proc: "MlFeatureStoreV2Processor", table: "nba_predictions.ml_feature_store_v2", status: "success", note: "named by its v2 table"},
-	{at: "02:00", ep: "PredictionCompletions", note: "the coordinator starts a batch of 10 players; 10 workers complete, one is redelivered"},
+	{at: "02:00", ep: "PredictionCompletions", note: "the coordinator starts a batch of 10 players; 10 workers complete over 7 minutes, one is redelivered"},
 }
 
 // wantTriggers is what the day must end with, by topic: the phase triggers'
@@ -98,7 +112,7 @@ var demoPlayers = []string{"lebronjames", "shaigilgeous-alexander", "jr.smith", 
 
 const gameDate = "2026-01-19"
 
-func runDemo(ctx context.Context, out io.Writer, verbose bool) error {
+func runDemo(ctx context.Context, out io.Writer, o demoOptions) error {
 	stop, err := ensureEmulators(ctx, out)
 	if err != nil {
 		return err
@@ -123,7 +137,7 @@ func runDemo(ctx context.Context, out io.Writer, verbose bool) error {
 	ny := gamedate.NewYork()
 	clk := clock.NewFake(time.Date(2026, 1, 20, 0, 30, 0, 0, ny))
 	logOut := io.Discard
-	if verbose {
+	if o.verbose {
 		logOut = os.Stderr
 	}
 	a, err := app.New(ctx, cfg, app.Options{Clock: clk, Log: logging.New(logOut, slog.LevelInfo)})
@@ -159,7 +173,7 @@ func runDemo(ctx context.Context, out io.Writer, verbose bool) error {
 		}
 		var batchResult string
 		if s.ep == "PredictionCompletions" {
-			if batchResult, err = runBatch(ctx, a, base, at); err != nil {
+			if batchResult, err = runBatch(ctx, a, base, clk); err != nil {
 				return err
 			}
 		}
@@ -220,15 +234,32 @@ func runDemo(ctx context.Context, out io.Writer, verbose bool) error {
 		}
 	}
 	fmt.Fprintln(out, "the day ended as expected: one trigger per phase, each with its manifest")
+	pageURL := base + "/Status?date=" + gameDate
+	if o.atEnd != nil {
+		return o.atEnd(ctx, pageURL)
+	}
+	if o.linger == 0 {
+		return nil
+	}
+	fmt.Fprintf(out, "\nthe night's Status page, open it in a browser: %s\n(serving for %v; Ctrl-C stops)\n", pageURL, o.linger)
+	select {
+	case <-ctx.Done():
+	case <-time.After(o.linger):
+	}
 	return nil
 }
 
 const demoBatchID = "batch_2026-01-19_1768892400"
 
+// workerEvery spaces the workers' completions, so that the batch has a
+// visible life on the Status page's timeline.
+const workerEvery = 40 * time.Second
+
 // runBatch creates the batch as the running coordinator does, then sends
 // every worker's completion, the first one twice, and says how each was
 // answered.
-func runBatch(ctx context.Context, a *app.App, base string, at time.Time) (string, error) {
+func runBatch(ctx context.Context, a *app.App, base string, clk *clock.Fake) (string, error) {
+	at := clk.Now()
 	_, err := a.FS.Collection("prediction_batches").Doc(demoBatchID).Create(ctx, map[string]any{
 		"batch_id": demoBatchID, "game_date": gameDate, "expected_players": len(demoPlayers),
 		"completed_players": []string{}, "total_predictions": 0, "is_complete": false,
@@ -243,9 +274,10 @@ func runBatch(ctx context.Context, a *app.App, base string, at time.Time) (strin
 		order = append(order, i)
 	}
 	for _, i := range order {
+		clk.Advance(workerEvery)
 		p := demoPlayers[i]
 		body := map[string]any{"player_lookup": p, "game_date": gameDate, "predictions_generated": 5,
-			"batch_id": demoBatchID, "timestamp": at.UTC().Format(time.RFC3339), "worker_instance": fmt.Sprintf("worker-%d", i%3)}
+			"batch_id": demoBatchID, "timestamp": clk.Now().Format(time.RFC3339), "worker_instance": fmt.Sprintf("worker-%d", i%3)}
 		id := fmt.Sprintf("worker-%d", i)
 		code, err := post(ctx, base+"/PredictionCompletions", id, body)
 		if err != nil || code >= 300 {

@@ -104,7 +104,7 @@ func TestServe(t *testing.T) {
 
 func TestDemo(t *testing.T) {
 	var out bytes.Buffer
-	if err := runDemo(context.Background(), &out, false); err != nil {
+	if err := runDemo(context.Background(), &out, demoOptions{}); err != nil {
 		t.Fatalf("demo: %v\n%s", err, out.String())
 	}
 	for _, want := range []string{"deadline_exceeded", "critical_plus_majority_60pct", "all_complete", "duplicate", "10 recorded (HTTP 204), 1 duplicate (HTTP 200)", "status=success players=10/10", "the day ended as expected"} {

@@ -166,7 +166,8 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*App, error) {
 	}
 	a.Sweeper.Batches = batch.ForSweep{T: a.Batches}
 	a.handle("Sweep", a.Edge.Handler("Sweep", a.Sweeper.Handle))
-	a.Status = &status.Reader{FS: fs, Phases: cfg.Phases, Clock: o.Clock}
+	a.Status = &status.Reader{FS: fs, Phases: cfg.Phases, Batch: cfg.Batch, LookBack: cfg.Sweep.LookBack,
+		Batches: a.batchesOf, Clock: o.Clock}
 	a.handle("Status", a.Status.Handler(a.batchStatus))
 	a.Health = &status.Health{FS: fs, Phases: cfg.Phases, BatchColl: batch.Collection, BatchState: batch.FieldState,
 		BreakerList: append(a.Notifier.BreakerNames(), bus.BreakerName), Clock: o.Clock, Log: o.Log, Instance: a.instance}
@@ -196,6 +197,24 @@ func (a *App) batchStatus(ctx context.Context, id string, q url.Values) (any, bo
 		return nil, false, nil
 	}
 	return v, err == nil, err
+}
+
+// batchesOf is the Status page's view of a date's prediction batches.
+func (a *App) batchesOf(ctx context.Context, gameDate string) ([]status.Batch, error) {
+	sts, err := a.Batches.OfDate(ctx, gameDate)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]status.Batch, 0, len(sts))
+	for _, st := range sts {
+		b := status.Batch{BatchID: st.BatchID, Expected: st.Expected, Completed: st.Distinct, Predictions: st.Predictions,
+			Complete: st.Complete, Status: st.Status, Reason: st.Reason, StartTime: st.StartTime, ProgressAt: st.ProgressTime}
+		if !st.CompletedAt.IsZero() {
+			b.CompletedAt = &st.CompletedAt
+		}
+		out = append(out, b)
+	}
+	return out, nil
 }
 
 // instance is this instance's own view, which Health adds under "instance":

@@ -1,11 +1,11 @@
 package status
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"html/template"
 	"net/http"
 	"net/url"
 	"strings"
@@ -25,8 +25,9 @@ type BatchStatus func(ctx context.Context, batchID string, q url.Values) (v any,
 // ErrBadRequest marks an error that is the request's fault.
 var ErrBadRequest = errors.New("bad request")
 
-// Handler serves GET ?date=YYYY-MM-DD[,…] and GET ?batch_id=…, as JSON, or
-// as an HTML page when the client asks for text/html.
+// Handler serves GET ?date=YYYY-MM-DD[,…], GET ?batch_id=… and a bare GET
+// (New York's today and yesterday), as JSON, or as an HTML page with a
+// timeline per date when the client asks for text/html.
 func (r *Reader) Handler(batch BatchStatus) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		if req.Method != http.MethodGet {
@@ -51,11 +52,16 @@ func (r *Reader) Handler(batch BatchStatus) http.Handler {
 				return
 			}
 			v = b
-		case q.Get("date") != "":
-			dates, err := ParseDates(q.Get("date"), r.Clock.Now())
-			if err != nil {
-				http.Error(w, err.Error(), http.StatusBadRequest)
-				return
+		default:
+			now := r.Clock.Now()
+			// A bare GET is the night in progress: New York's today and yesterday.
+			dates := []gamedate.Date{gamedate.Today(now), gamedate.Today(now).AddDays(-1)}
+			if q.Has("date") {
+				var err error
+				if dates, err = ParseDates(q.Get("date"), now); err != nil {
+					http.Error(w, err.Error(), http.StatusBadRequest)
+					return
+				}
 			}
 			days, err := r.Dates(req.Context(), dates)
 			if err != nil {
@@ -63,14 +69,16 @@ func (r *Reader) Handler(batch BatchStatus) http.Handler {
 				return
 			}
 			if wantsHTML(req) {
+				var buf bytes.Buffer
+				if err := renderPage(&buf, newPage(days, dates, now)); err != nil {
+					http.Error(w, err.Error(), http.StatusInternalServerError)
+					return
+				}
 				w.Header().Set("Content-Type", "text/html; charset=utf-8")
-				_ = page.Execute(w, days)
+				_, _ = buf.WriteTo(w)
 				return
 			}
 			v = map[string]any{"dates": days}
-		default:
-			http.Error(w, "GET ?date=YYYY-MM-DD[,…] or ?batch_id=…", http.StatusBadRequest)
-			return
 		}
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)
@@ -104,13 +112,3 @@ func ParseDates(s string, now time.Time) ([]gamedate.Date, error) {
 func wantsHTML(r *http.Request) bool {
 	return strings.Contains(r.Header.Get("Accept"), "text/html")
 }
-
-var page = template.Must(template.New("status").Parse(`<!doctype html>
-<meta charset="utf-8"><title>phasegate status</title>
-<style>body{font:14px system-ui;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}.ok{color:#070}.no{color:#a00}</style>
-{{range .}}<h2>{{.GameDate}}</h2>
-<table><tr><th>phase</th><th>completed</th><th>missing</th><th>trigger</th><th>reason</th><th>mode</th><th>late</th><th>unexpected</th><th>failed</th></tr>
-{{range .Phases}}<tr><td>{{.Phase}}</td><td>{{len .Completed}}/{{len .Expected}}</td><td>{{range .Missing}}{{.}} {{end}}</td>
-<td class="{{if .Triggered}}ok{{else}}no{{end}}">{{if .Triggered}}{{.TriggerID}}{{else}}{{or .TriggerState "waiting"}}{{end}}</td>
-<td>{{.TriggerReason}}</td><td>{{.Mode}}</td><td>{{range .Late}}{{.}} {{end}}</td><td>{{range .Unexpected}}{{.}} {{end}}</td><td>{{range .Failed}}{{.}} {{end}}</td></tr>
-{{end}}</table>{{end}}`))
