@@ -102,9 +102,15 @@ func TestServe(t *testing.T) {
 	}
 }
 
+// TestDemo replays the night, then looks at its Status page in Chromium
+// while the demo still serves it.
 func TestDemo(t *testing.T) {
 	var out bytes.Buffer
-	if err := runDemo(context.Background(), &out, demoOptions{}); err != nil {
+	page := func(ctx context.Context, pageURL string) error {
+		t.Run("page in Chromium", func(t *testing.T) { checkNightPage(t, ctx, pageURL) })
+		return nil
+	}
+	if err := runDemo(context.Background(), &out, demoOptions{atEnd: page}); err != nil {
 		t.Fatalf("demo: %v\n%s", err, out.String())
 	}
 	for _, want := range []string{"deadline_exceeded", "critical_plus_majority_60pct", "all_complete", "duplicate", "10 recorded (HTTP 204), 1 duplicate (HTTP 200)", "status=success players=10/10", "the day ended as expected"} {

@@ -95,11 +95,15 @@ h2{font-size:1.25em;margin:1.2em 0 .3em}
 ul.summary{margin:.3em 0 .6em;padding-left:1.2em}
 ul.summary li{margin:.15em 0}
 .scroll{overflow-x:auto;-webkit-overflow-scrolling:touch}
-svg.timeline{width:100%;min-width:620px;height:auto;display:block;font:11px system-ui,sans-serif}
+svg.timeline{width:100%;min-width:680px;height:auto;display:block;font:11px system-ui,sans-serif}
 svg .tick line{stroke:#eaeef2}
 svg .tick text,svg .rowlabel.missing ~ .note{fill:var(--muted)}
 svg .heading{font-weight:600;font-size:12px;fill:#1f2328}
 svg .rowlabel{fill:#1f2328}
+svg .tone-ok{fill:var(--ok)}
+svg .tone-partial{fill:var(--late)}
+svg .tone-waiting{fill:#8250df}
+svg .tone-held{fill:var(--bad)}
 svg .rowlabel.missing{fill:var(--bad)}
 svg .rowlabel.unexpected{fill:var(--muted);font-style:italic}
 svg .rowline{stroke:#f0f2f4}
@@ -146,7 +150,7 @@ footer{color:var(--muted);font-size:.85em;margin-top:2em}
 <a href="?">today and yesterday</a>
 {{with .Next}}<a href="?date={{.}}" rel="next">{{.}} →</a>{{end}}
 </nav>
-<p class="legend" aria-hidden="true"><span class="k-ok">● completed</span><span>○ partial</span><span class="k-late">● late</span><span class="k-bad">✕ failed</span><span>◆ unexpected</span><span>│ first completion</span><span class="k-late">┆ deadline / tier / batch limit</span><span class="k-tr">┃ trigger</span></p>
+<p class="legend" aria-hidden="true"><span class="k-ok">● completed</span> <span>○ partial</span> <span class="k-late">● late</span> <span class="k-bad">✕ failed</span> <span>◆ unexpected</span> <span>│ first completion</span> <span class="k-late">┆ deadline / tier / batch limit</span> <span class="k-tr">┃ trigger</span></p>
 {{range .Days}}
 <section aria-labelledby="{{id .GameDate}}">
 <h2 id="{{id .GameDate}}">{{.GameDate}}{{if .Open}}<span class="state">open · refreshes every 30 s</span>{{else}}<span class="state settled">settled</span>{{end}}</h2>
@@ -171,7 +175,7 @@ footer{color:var(--muted);font-size:.85em;margin-top:2em}
 {{range .Ticks}}<g class="tick"><line x1="{{f .X}}" x2="{{f .X}}" y1="18" y2="{{f $.Height}}"/><text x="{{f .X}}" y="12" text-anchor="middle">{{.Label}}</text></g>
 {{end}}
 {{range .Sections}}<g class="section">
-<text class="heading" x="4" y="{{f (add .Y 16)}}">{{.Heading}}</text>
+<text class="heading" x="4" y="{{f (add .Y 16)}}">{{.Heading}} — <tspan class="tone-{{.Tone}}">{{.State}}</tspan></text>
 {{range .Rows}}<line class="rowline" x1="{{f $.PlotLeft}}" x2="{{f $.PlotRight}}" y1="{{f .Y}}" y2="{{f .Y}}"/>
 <text class="rowlabel {{.Class}}" x="{{f (sub $.PlotLeft 8)}}" y="{{f (add .Y 4)}}" text-anchor="end"><title>{{.Name}}</title>{{.Label}}</text>
 {{if .Note}}<text class="note" x="{{f $.PlotRight}}" y="{{f (add .Y 4)}}" text-anchor="end">{{.Note}}</text>{{end}}

@@ -47,6 +47,8 @@ type tick struct {
 type section struct {
 	Y       float64 // top
 	Heading string
+	State   string // where it stands, in words
+	Tone    string // ok | partial | waiting | held: the state's colour
 	Rows    []row
 	Lines   []vline
 	Spans   []span // a batch's life
@@ -255,7 +257,7 @@ func layout(d Date, now time.Time, loc *time.Location) *timeline {
 }
 
 func phaseSection(p Phase, sc timeScale, top float64, loc *time.Location) section {
-	s := section{Y: top, Heading: phaseTitle(p.Phase) + " — " + triggerText(p, loc)}
+	s := section{Y: top, Heading: phaseTitle(p.Phase), State: triggerText(p, loc), Tone: phaseTone(p)}
 	y := top + tlHeading + tlRow/2
 	extra := 0
 	for _, pr := range p.Processors {
@@ -341,7 +343,8 @@ func processorRow(pr Processor, triggered bool, sc timeScale, y float64, loc *ti
 }
 
 func batchSection(b Batch, sc timeScale, top float64, loc *time.Location) section {
-	s := section{Y: top, Heading: fmt.Sprintf("Prediction batch %s — %s · %d predictions", cut(b.BatchID, 60), batchState(b, loc), b.Predictions)}
+	s := section{Y: top, Heading: "Prediction batch " + cut(b.BatchID, 48),
+		State: fmt.Sprintf("%s · %d predictions", batchState(b, loc), b.Predictions), Tone: batchTone(b)}
 	y := top + tlHeading + tlRow/2
 	end := b.ProgressAt
 	if b.CompletedAt != nil {
@@ -474,6 +477,28 @@ func triggerText(p Phase, loc *time.Location) string {
 		return "held by the data check (" + p.DataCheck.Status + ")"
 	}
 	return fmt.Sprintf("waiting, %d of %d in", len(p.Completed), len(p.Expected))
+}
+
+func phaseTone(p Phase) string {
+	switch {
+	case p.Triggered && p.TriggerPartial:
+		return "partial"
+	case p.Triggered:
+		return "ok"
+	case p.DataCheck != nil && p.DataCheck.Status != "passed":
+		return "held"
+	}
+	return "waiting"
+}
+
+func batchTone(b Batch) string {
+	switch {
+	case b.Complete && b.Status == "success":
+		return "ok"
+	case b.Complete:
+		return "partial"
+	}
+	return "waiting"
 }
 
 func orZero(t *time.Time) *time.Time {

@@ -137,6 +137,11 @@ func TestLayoutNight(t *testing.T) {
 	if tl.Now != nil {
 		t.Error("a settled date has no now line")
 	}
+	for i, tone := range []string{"partial", "partial", "waiting", "ok"} {
+		if got := tl.Sections[i].Tone; got != tone {
+			t.Errorf("section %d (%s): tone %s, want %s", i, tl.Sections[i].Heading, got, tone)
+		}
+	}
 	// The trigger falls where the completion that fired it is drawn, and
 	// before the late ones.
 	p3 := tl.Sections[1]
