@@ -406,7 +406,8 @@ func percent(n, of int64) float64 {
 // placeLabels puts each line's label in the first lane under the rows where
 // it overlaps no label before it, left to right; a label that would cross
 // the plot's right edge ends at its line instead. Each line then reaches
-// down to its label.
+// down to its label, unless that would strike through a label above it: then
+// it stops under the rows, and its label is found by its x alone.
 func placeLabels(lines []vline, top, bottom float64) ([]vline, int) {
 	order := make([]int, len(lines))
 	for i := range order {
@@ -419,6 +420,11 @@ func placeLabels(lines []vline, top, bottom float64) ([]vline, int) {
 		}
 	}
 	var laneEnds []float64 // right end of the last label in each lane
+	type extent struct {
+		lane        int
+		left, right float64
+	}
+	placed := make([]extent, len(lines))
 	for _, i := range order {
 		l := &lines[i]
 		w := tlCharWidth * float64(utf8.RuneCountInString(l.Label))
@@ -436,8 +442,17 @@ func placeLabels(lines []vline, top, bottom float64) ([]vline, int) {
 			laneEnds = append(laneEnds, 0)
 		}
 		laneEnds[lane] = right
+		placed[i] = extent{lane, left, right}
 		l.Y1, l.LabelY = top, bottom+float64(lane+1)*tlLane-3
 		l.Y2 = l.LabelY - 9
+	}
+	for i := range lines {
+		for j, e := range placed {
+			if j != i && e.lane < placed[i].lane && e.left-1 <= lines[i].X && lines[i].X <= e.right+1 {
+				lines[i].Y2 = bottom + 2
+				break
+			}
+		}
 	}
 	return lines, len(laneEnds)
 }

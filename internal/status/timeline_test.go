@@ -251,12 +251,13 @@ func TestPlaceLabels(t *testing.T) {
 		labels     []string
 		wantLanes  int
 		wantAnchor []string
+		wantShort  []bool // the line stops under the rows: reaching its label would strike one out
 	}{
-		{"apart", []float64{200, 500}, []string{"first", "gen 1"}, 1, []string{"start", "start"}},
-		{"same instant", []float64{300, 300}, []string{"deadline", "gen 1"}, 2, []string{"start", "start"}},
-		{"close", []float64{300, 320}, []string{"a long label here", "b"}, 2, []string{"start", "start"}},
-		{"at the right edge", []float64{740}, []string{"trigger"}, 1, []string{"end"}},
-		{"none", nil, nil, 0, nil},
+		{"apart", []float64{200, 500}, []string{"first", "gen 1"}, 1, []string{"start", "start"}, []bool{false, false}},
+		{"same instant", []float64{300, 300}, []string{"deadline", "gen 1"}, 2, []string{"start", "start"}, []bool{false, false}},
+		{"close", []float64{300, 320}, []string{"a long label here", "b"}, 2, []string{"start", "start"}, []bool{false, true}},
+		{"at the right edge", []float64{740}, []string{"trigger"}, 1, []string{"end"}, []bool{false}},
+		{"none", nil, nil, 0, nil, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -271,6 +272,9 @@ func TestPlaceLabels(t *testing.T) {
 			for i, l := range got {
 				if l.Anchor != tt.wantAnchor[i] || l.Y1 != 100 || l.LabelY <= 200 || l.Y2 >= l.LabelY {
 					t.Errorf("line %d: %+v", i, l)
+				}
+				if short := l.Y2 == 202; short != tt.wantShort[i] {
+					t.Errorf("line %d stops under the rows: %v, want %v", i, short, tt.wantShort[i])
 				}
 			}
 		})
