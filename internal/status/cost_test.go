@@ -1,0 +1,44 @@
+package status_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	"github.com/phasegate/phasegate/internal/apptest"
+)
+
+// TestStatusPageReadCost prints what the page of the night in progress costs
+// in Firestore: the gates of both dates in one batched read, one query per
+// date for its batches, then each batch's status.
+func TestStatusPageReadCost(t *testing.T) {
+	count, rpcs := apptest.CountRPCs(t)
+	e := apptest.New(t, count)
+	for _, p := range []string{"NbacScheduleProcessor", "BdlPlayerBoxscoresProcessor"} {
+		e.Deliver("Phase2To3", p, apptest.Completion(p, "2026-01-19", "success"))
+	}
+	const id, players = "batch_2026-01-19_1", 20
+	now := e.Clock.Now()
+	if _, err := e.App.FS.Collection("prediction_batches").Doc(id).Create(context.Background(), map[string]any{
+		"batch_id": id, "game_date": "2026-01-19", "expected_players": players * 2, "is_complete": false,
+		"start_time": now, "updated_at": now, "correlation_id": "c"}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range players {
+		e.Deliver("PredictionCompletions", fmt.Sprint("w", i), map[string]any{"player_lookup": fmt.Sprint("p", i),
+			"game_date": "2026-01-19", "batch_id": id, "predictions_generated": 5})
+	}
+	h, _ := e.App.Handler("Status")
+	rpcs.Take()
+	if w := get(t, h, "/Status", "text/html"); w.Code != 200 {
+		t.Fatalf("status %d", w.Code)
+	}
+	total, methods, docs := rpcs.Take()
+	t.Logf("the page of today and yesterday, one batch of %d completions: %d RPCs %v, %d documents read", players, total, methods, docs)
+	if n := methods["/google.firestore.v1.Firestore/BatchGetDocuments"]; n < 1 {
+		t.Errorf("gates read with %d BatchGetDocuments", n)
+	}
+	if n := methods["/google.firestore.v1.Firestore/RunQuery"]; n < 2 {
+		t.Errorf("%d queries: want one per date for its batches", n)
+	}
+}
