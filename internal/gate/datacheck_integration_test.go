@@ -83,8 +83,9 @@ func TestR006BlockResolvedBySweep(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if shown := st[0].Phases[2].DataCheck; shown["status"] != "blocked" {
-		t.Fatalf("Status shows data_check %v", shown)
+	if shown := st[0].Phases[2].DataCheck; shown == nil || shown.Status != "blocked" ||
+		!slices.Equal(shown.Missing, []string{"nba_precompute.player_daily_cache"}) || shown.Counts["nba_predictions.ml_feature_store_v2"] != 4 {
+		t.Fatalf("Status shows data_check %+v", shown)
 	}
 
 	// A sweep while still blocked changes nothing and alerts nothing new.
