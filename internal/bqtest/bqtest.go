@@ -20,8 +20,9 @@ import (
 
 // Env is one test's emulator and a client on it.
 type Env struct {
-	Emu    *emulator.BigQuery
-	Client *bigquery.Client
+	Emu      *emulator.BigQuery
+	Client   *bigquery.Client
+	datasets map[string]bool // created by this test
 }
 
 // Project is the emulator's project; tests use it as the data project.
@@ -45,7 +46,7 @@ func Start(t testing.TB) *Env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	return &Env{Emu: e, Client: c}
+	return &Env{Emu: e, Client: c, datasets: map[string]bool{}}
 }
 
 // Ctx returns a context with a deadline: the client retries a 500 until its
@@ -94,13 +95,13 @@ func (e *Env) Rows(t testing.TB, dataset, table, dateCol string, date civil.Date
 	e.Check(t, e.Client.Dataset(dataset).Table(table).Inserter().Put(Ctx(t), rows), "insert into "+dataset+"."+table)
 }
 
-// Dataset creates dataset when missing.
+// Dataset creates dataset the first time this test names it.
 func (e *Env) Dataset(t testing.TB, dataset string) *bigquery.Dataset {
 	t.Helper()
-	ctx := Ctx(t)
 	ds := e.Client.Dataset(dataset)
-	if _, err := ds.Metadata(ctx); err != nil {
-		e.Check(t, ds.Create(ctx, &bigquery.DatasetMetadata{}), "create dataset "+dataset)
+	if !e.datasets[dataset] {
+		e.Check(t, ds.Create(Ctx(t), &bigquery.DatasetMetadata{}), "create dataset "+dataset)
+		e.datasets[dataset] = true
 	}
 	return ds
 }
