@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"cloud.google.com/go/civil"
+	"cloud.google.com/go/firestore"
 
 	"github.com/phasegate/phasegate/internal/apptest"
 	"github.com/phasegate/phasegate/internal/bqtest"
@@ -267,4 +268,45 @@ func toStrings(v any) []string {
 		out = append(out, s)
 	}
 	return out
+}
+
+// History rows the request could not write wait for the sweep, and a row
+// whose insert may already have reached BigQuery (its sender died before
+// marking it) is looked for, not inserted twice.
+func TestHistoryWaitsForTheSweepAndIsNotDoubled(t *testing.T) {
+	bq := bqtest.Start(t)
+	seedCheck(t, bq, "phase4_to_phase5", night, "nba_predictions.ml_feature_store_v2", "nba_precompute.player_daily_cache",
+		"nba_precompute.player_composite_factors", "nba_precompute.player_shot_zone_analysis", "nba_precompute.team_defense_zone_analysis")
+	e := apptest.New(t, apptest.WithBigQuery(bq.Emu.Host, bqtest.Project))
+	// No history table yet: the request's insert fails and the row waits.
+	for _, p := range phase4 {
+		if c := e.Deliver("Phase4To5", "m-"+p, apptest.Completion(p, night.String(), "success")); c >= 300 {
+			t.Fatalf("%s: status %d (a history failure must not fail the event)", p, c)
+		}
+	}
+	key := "phase4_to_phase5:" + night.String() + ":1"
+	if doc := e.Doc("orchestrator_history/" + key); doc["state"] != "pending" {
+		t.Fatalf("history outbox = %v, want pending", doc)
+	}
+	bq.HistoryTable(t)
+	e.Clock.Advance(time.Minute)
+	if r, err := e.App.Sweeper.Run(context.Background()); err != nil || r.History != 1 {
+		t.Fatalf("sweep: %+v, %v", r, err)
+	}
+	// As if the sweep died after the insert and before marking the row.
+	ref := e.App.FS.Doc("orchestrator_history/" + key)
+	if _, err := ref.Update(context.Background(), []firestore.Update{{Path: "state", Value: "pending"},
+		{Path: "pending_until", Value: e.Clock.Now()}}); err != nil {
+		t.Fatal(err)
+	}
+	e.Clock.Advance(time.Minute)
+	if _, err := e.App.Sweeper.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := bq.HistoryRows(t, "phase4_to_phase5", "complete"); n != 1 {
+		t.Fatalf("%d history rows, want 1", n)
+	}
+	if doc := e.Doc("orchestrator_history/" + key); doc["state"] != "written" {
+		t.Fatalf("history outbox = %v, want written", doc)
+	}
 }
