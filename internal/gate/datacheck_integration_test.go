@@ -310,3 +310,29 @@ func TestHistoryWaitsForTheSweepAndIsNotDoubled(t *testing.T) {
 		t.Fatalf("history outbox = %v, want written", doc)
 	}
 }
+
+// R-007 only monitors: an empty raw table never holds phase 3; the trigger
+// says so and one warning goes out.
+func TestR007MonitorsWithoutHolding(t *testing.T) {
+	bq := bqtest.Start(t)
+	seedCheck(t, bq, "phase2_to_phase3", night, "nba_raw.nbac_gamebook_player_stats", "nba_raw.nbac_team_boxscore",
+		"nba_raw.odds_api_game_lines", "nba_raw.nbac_schedule") // no play-by-play
+	e := apptest.New(t, apptest.WithBigQuery(bq.Emu.Host, bqtest.Project), apptest.WithConfig(func(c *config.Config) {
+		c.BigQuery.History = false
+	}))
+	sub := e.Sub("nba-phase3-trigger")
+	for _, p := range []string{"BdlPlayerBoxscoresProcessor", "BigDataBallPbpProcessor", "OddsApiGameLinesBatchProcessor",
+		"NbacScheduleProcessor", "NbacGamebookProcessor", "BrRostersCurrentProcessor"} {
+		if c := e.Deliver("Phase2To3", "m-"+p, apptest.Completion(p, night.String(), "success")); c >= 300 {
+			t.Fatalf("%s: status %d", p, c)
+		}
+	}
+	got := triggers(t, sub.Drain(t, time.Second))
+	if len(got) != 1 || got[0].DataFreshnessVerified || got[0].DataCheck != "monitor_missing" ||
+		!slices.Equal(got[0].MissingTables, []string{"nba_raw.bigdataball_play_by_play"}) {
+		t.Fatalf("triggers = %+v, want one, unverified, missing play-by-play", got)
+	}
+	if paths := slackPaths(e); !slices.Equal(paths, []string{"/warning"}) {
+		t.Fatalf("slack posts to %v, want one warning", paths)
+	}
+}
