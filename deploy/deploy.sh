@@ -4,6 +4,8 @@
 #
 #   PROJECT=my-proj REGION=us-west2 PROJECT_NUMBER=123456789012 deploy/deploy.sh
 #   PROJECT=… REGION=… PROJECT_NUMBER=… deploy/deploy.sh --dry-run   # print the plan, run nothing
+#   MODE=shadow PREFIX=shd- PROJECT=… REGION=… PROJECT_NUMBER=… deploy/deploy.sh           # a shadow copy
+#   PREFIX=shd- PROJECT=… REGION=… PROJECT_NUMBER=… deploy/deploy.sh --delete              # remove it
 #
 # Inputs (environment):
 #   PROJECT, REGION, PROJECT_NUMBER  required (the Pub/Sub service agent and the
@@ -36,6 +38,16 @@
 # shell-quoted, every command of the create path (an empty project) and runs
 # nothing: no probes, no credentials. Needs: gcloud, jq.
 #
+# MODE=shadow deploys a copy that runs beside the running system
+# (PHASEGATE_MODE=shadow: it writes only shadow_ collections and sends
+# nothing); give it a PREFIX so that its functions, subscriptions, Scheduler
+# job, sweep topic and service accounts are its own. --delete removes
+# everything a run with the same PREFIX created (it refuses an empty PREFIX,
+# so it never removes the unprefixed deployment); topics shared with the
+# pipeline, the secrets and the Firestore indexes stay, and shadow documents
+# expire by their TTL. With --dry-run it prints the removal plan for a
+# project that holds the whole copy.
+#
 # Exit status: 0 done, 1 a command failed, 2 usage.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -50,9 +62,11 @@ die_usage() {
 }
 
 DRY_RUN=false
+DELETE=false
 for arg in "$@"; do
 	case $arg in
 	--dry-run) DRY_RUN=true ;;
+	--delete) DELETE=true ;;
 	-h | --help) usage ;;
 	*) die_usage "unknown argument '$arg' (see --help)" ;;
 	esac
@@ -64,6 +78,8 @@ done
 PREFIX=${PREFIX:-}
 [[ -z $PREFIX || $PREFIX =~ ^[a-z][a-z0-9-]{0,9}$ ]] ||
 	die_usage "PREFIX '$PREFIX' must be lowercase letters, digits or '-', start with a letter, at most 10 characters"
+! $DELETE || [[ -n $PREFIX ]] ||
+	die_usage "--delete removes a prefixed copy: set the PREFIX it was deployed with (it never removes the unprefixed deployment)"
 MODE=${MODE:-live}
 [[ $MODE == live || $MODE == shadow ]] || die_usage "MODE must be live or shadow, not '$MODE'"
 ALL_PHASES=phase2_to_phase3,phase3_to_phase4,phase4_to_phase5,prediction_batch
@@ -114,6 +130,68 @@ PUBSUB_AGENT=serviceAccount:service-$PROJECT_NUMBER@gcp-sa-pubsub.iam.gserviceac
 DEAD_LETTER=orchestrator-dead-letter
 SWEEP_TOPIC=${PREFIX}orchestrator-sweep
 SECRETS=(slack-webhook-url slack-webhook-url-error slack-webhook-url-warning)
+
+# Every entry point, and those a push subscription delivers to.
+ENTRY_POINTS=(Phase2To3 Phase3To4 Phase4To5 PredictionCompletions Sweep Status Health)
+PUSHED=(Phase2To3 Phase3To4 Phase4To5 PredictionCompletions Sweep)
+lower() { tr '[:upper:]' '[:lower:]' <<<"$1"; }
+
+# --- --delete: remove a prefixed copy ---------------------------------------
+if $DELETE; then
+	# present probes the project; a dry run plans for a project that holds
+	# the whole copy.
+	present() {
+		$DRY_RUN && return 0
+		"$@" >/dev/null 2>&1
+	}
+	# bound reports whether member holds role in the IAM policy that the
+	# get-iam-policy command given prints.
+	bound() { # member role get-iam-policy-command…
+		local member=$1 role=$2
+		shift 2
+		$DRY_RUN && return 0
+		"$@" --format json 2>/dev/null | jq -e --arg m "$member" --arg r "$role" \
+			'[.bindings[]? | select(.role == $r) | .members[] | select(. == $m)] | length > 0' >/dev/null
+	}
+	RUNTIME=serviceAccount:$(sa_email "$RUNTIME_SA")
+	BUILD=serviceAccount:$(sa_email "$BUILD_SA")
+	present gcloud scheduler jobs describe "${PREFIX}orchestrator-sweep" --location "$REGION" "${P[@]}" &&
+		run gcloud scheduler jobs delete "${PREFIX}orchestrator-sweep" --location "$REGION" --quiet "${P[@]}"
+	for ep in "${PUSHED[@]}"; do
+		sub=${PREFIX}phasegate-$(lower "$ep")
+		present gcloud pubsub subscriptions describe "$sub" "${P[@]}" &&
+			run gcloud pubsub subscriptions delete "$sub" --quiet "${P[@]}"
+	done
+	present gcloud pubsub subscriptions describe "${PREFIX}orchestrator-dead-letter-inspect" "${P[@]}" &&
+		run gcloud pubsub subscriptions delete "${PREFIX}orchestrator-dead-letter-inspect" --quiet "${P[@]}"
+	for ep in "${ENTRY_POINTS[@]}"; do
+		name=$PREFIX$(lower "$ep")
+		present gcloud functions describe "$name" --gen2 --region "$REGION" "${P[@]}" &&
+			run gcloud functions delete "$name" --gen2 --region "$REGION" --quiet "${P[@]}"
+	done
+	present gcloud pubsub topics describe "$SWEEP_TOPIC" "${P[@]}" &&
+		run gcloud pubsub topics delete "$SWEEP_TOPIC" --quiet "${P[@]}"
+	# Grants on what the copy shares with the pipeline and the live
+	# deployment: the topics it published to, the secrets, the project.
+	for t in "$DEAD_LETTER" nba-phase3-trigger nba-phase4-trigger nba-predictions-trigger nba-phase5-predictions-complete; do
+		bound "$RUNTIME" roles/pubsub.publisher gcloud pubsub topics get-iam-policy "$t" "${P[@]}" &&
+			run gcloud pubsub topics remove-iam-policy-binding "$t" --member "$RUNTIME" --role roles/pubsub.publisher "${P[@]}"
+	done
+	for s in "${SECRETS[@]}"; do
+		bound "$RUNTIME" roles/secretmanager.secretAccessor gcloud secrets get-iam-policy "$s" "${P[@]}" &&
+			run gcloud secrets remove-iam-policy-binding "$s" --member "$RUNTIME" --role roles/secretmanager.secretAccessor "${P[@]}"
+	done
+	bound "$RUNTIME" roles/datastore.user gcloud projects get-iam-policy "$PROJECT" &&
+		run gcloud projects remove-iam-policy-binding "$PROJECT" --member "$RUNTIME" --role roles/datastore.user --condition None
+	bound "$BUILD" roles/cloudbuild.builds.builder gcloud projects get-iam-policy "$PROJECT" &&
+		run gcloud projects remove-iam-policy-binding "$PROJECT" --member "$BUILD" --role roles/cloudbuild.builds.builder --condition None
+	for sa in "$RUNTIME_SA" "$INVOKER_SA" "$BUILD_SA"; do
+		present gcloud iam service-accounts describe "$(sa_email "$sa")" "${P[@]}" &&
+			run gcloud iam service-accounts delete "$(sa_email "$sa")" --quiet "${P[@]}"
+	done
+	$DRY_RUN || echo "deploy.sh: done; the copy ${PREFIX} is removed from $PROJECT/$REGION" >&2
+	exit 0
+fi
 
 # --- APIs -------------------------------------------------------------------
 run gcloud services enable cloudfunctions.googleapis.com run.googleapis.com \
@@ -184,6 +262,8 @@ ensure_topic() {
 	exists gcloud pubsub topics describe "$1" "${P[@]}" || run gcloud pubsub topics create "$1" "${P[@]}"
 }
 publish_to() { # topic the runtime account publishes to
+	# A shadow copy publishes nothing (CONTRACT §9): it gets no grant to.
+	[[ $MODE == live ]] || return 0
 	run gcloud pubsub topics add-iam-policy-binding "$1" --member "$RUNTIME" --role roles/pubsub.publisher "${P[@]}"
 }
 ensure_topic "$DEAD_LETTER"
@@ -259,7 +339,7 @@ secrets+=",SLACK_WEBHOOK_URL_WARNING=slack-webhook-url-warning:latest"
 # --set-secrets replace what was there, so a re-run converges.
 deploy_function() {
 	local ep=$1 name
-	name=$PREFIX$(tr '[:upper:]' '[:lower:]' <<<"$ep")
+	name=$PREFIX$(lower "$ep")
 	run gcloud functions deploy "$name" --gen2 --runtime go126 --region "$REGION" --source . \
 		--entry-point "$ep" --trigger-http --no-allow-unauthenticated \
 		--service-account "$(sa_email "$RUNTIME_SA")" \
@@ -273,7 +353,7 @@ deploy_function() {
 # expires (the off-season is longer than Pub/Sub's 31-day default).
 push_to() {
 	local ep=$1 topic=$2 name url
-	name=$PREFIX$(tr '[:upper:]' '[:lower:]' <<<"$ep")
+	name=$PREFIX$(lower "$ep")
 	url=https://$name-$PROJECT_NUMBER.$REGION.run.app
 	run gcloud functions add-invoker-policy-binding "$name" --region "$REGION" --member "$INVOKER" "${P[@]}"
 	ensure_subscription "${PREFIX}phasegate-${name#"$PREFIX"}" "$topic" --push-endpoint "$url" \
@@ -326,7 +406,7 @@ for ep in Status Health; do
 	if [[ -n $OPERATORS ]]; then
 		IFS=, read -ra members <<<"$OPERATORS"
 		for m in "${members[@]}"; do
-			run gcloud functions add-invoker-policy-binding "$PREFIX$(tr '[:upper:]' '[:lower:]' <<<"$ep")" \
+			run gcloud functions add-invoker-policy-binding "$PREFIX$(lower "$ep")" \
 				--region "$REGION" --member "$m" "${P[@]}"
 		done
 	fi

@@ -124,6 +124,16 @@ func TestPlanParsesWithTheRealCLI(t *testing.T) {
 			}
 		}
 	}
+	// The removal plan's commands, one of each kind: gcloud takes seconds
+	// per command on a busy machine, and names do not change how it parses.
+	kinds := map[string]bool{}
+	for _, c := range plan(t, map[string]string{"PREFIX": "shd-"}, "--delete") {
+		verb := slices.IndexFunc(c, func(w string) bool { return w == "delete" || w == "remove-iam-policy-binding" })
+		if k := c[1] + " " + c[2] + " " + c[verb]; !kinds[k] {
+			kinds[k] = true
+			cmds = append(cmds, c)
+		}
+	}
 	cfg := t.TempDir()
 	work := make(chan []string)
 	var wg sync.WaitGroup
@@ -345,6 +355,7 @@ func TestUsageErrors(t *testing.T) {
 		{"unknown phase", map[string]string{"PHASES": "phase3_to_phase4,phase5"}, nil},
 		{"config outside the repository", map[string]string{"CONFIG": "/etc/passwd"}, nil},
 		{"config missing", map[string]string{"CONFIG": "deploy/nope.yaml"}, nil},
+		{"delete without a prefix", nil, []string{"--delete"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			_, stderr, code := script(t, tt.extra, append([]string{"--dry-run"}, tt.args...)...)
@@ -372,15 +383,18 @@ func fakeGcloud(dir string, args []string) int {
 	f, _ := os.OpenFile(filepath.Join(dir, "calls.log"), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
 	fmt.Fprintln(f, strings.Join(args, " "))
 	f.Close()
+	if code, ok := fakeIAM(dir, args); ok {
+		return code
+	}
 	verbAt := slices.IndexFunc(args, func(w string) bool {
-		return slices.Contains([]string{"create", "describe", "update", "deploy", "list"}, w)
+		return slices.Contains([]string{"create", "describe", "update", "deploy", "list", "delete"}, w)
 	})
 	if verbAt < 0 {
-		return 0 // enable, add-iam-policy-binding, add-invoker-policy-binding: idempotent
+		return 0 // enable, add-invoker-policy-binding: idempotent
 	}
 	group, verb := strings.Join(args[:verbAt], "."), args[verbAt]
 	rest := args[verbAt+1:]
-	if group == "scheduler.jobs" && verb != "describe" {
+	if group == "scheduler.jobs" && (verb == "create" || verb == "update") {
 		rest = rest[1:] // create|update pubsub NAME
 	}
 	name := ""
@@ -425,6 +439,19 @@ func fakeGcloud(dir string, args []string) int {
 		return writeKey(key)
 	case "deploy":
 		return writeKey(key)
+	case "delete":
+		if !exists {
+			fmt.Fprintln(os.Stderr, "NOT_FOUND: "+name)
+			return 1
+		}
+		if err := os.Remove(key); err != nil {
+			return 1
+		}
+		// Its IAM policy goes with it (a service account's is keyed by email).
+		iam, _ := filepath.Glob(filepath.Join(dir, "iam."+group+"."+name+"*"))
+		for _, f := range iam {
+			_ = os.Remove(f)
+		}
 	case "list": // firestore indexes composite list --format json
 		b, err := os.ReadFile(filepath.Join(dir, "indexes.json"))
 		if err != nil {
@@ -433,6 +460,56 @@ func fakeGcloud(dir string, args []string) int {
 		os.Stdout.Write(b)
 	}
 	return 0
+}
+
+// fakeIAM keeps each resource's IAM bindings ("member role" lines):
+// add-iam-policy-binding adds one, remove-iam-policy-binding fails for one
+// that is absent (as gcloud does), get-iam-policy prints them as JSON.
+func fakeIAM(dir string, args []string) (int, bool) {
+	at := slices.IndexFunc(args, func(w string) bool { return strings.HasSuffix(w, "-iam-policy-binding") || w == "get-iam-policy" })
+	if at < 0 || at+1 >= len(args) || args[at] == "add-invoker-policy-binding" {
+		return 0, false
+	}
+	file := filepath.Join(dir, "iam."+strings.Join(args[:at], ".")+"."+strings.ReplaceAll(args[at+1], "/", "_"))
+	b, _ := os.ReadFile(file)
+	lines := strings.Fields(strings.ReplaceAll(string(b), " ", "|"))
+	member, _ := flag(args, "--member")
+	role, _ := flag(args, "--role")
+	binding := member + "|" + role
+	switch args[at] {
+	case "add-iam-policy-binding":
+		if !slices.Contains(lines, binding) {
+			lines = append(lines, binding)
+		}
+	case "remove-iam-policy-binding":
+		i := slices.Index(lines, binding)
+		if i < 0 {
+			fmt.Fprintln(os.Stderr, "ERROR: Policy binding with the specified principal, role, and condition not found!")
+			return 1, true
+		}
+		lines = slices.Delete(lines, i, i+1)
+	case "get-iam-policy":
+		type bind struct {
+			Role    string   `json:"role"`
+			Members []string `json:"members"`
+		}
+		var policy struct {
+			Bindings []bind `json:"bindings"`
+		}
+		for _, l := range lines {
+			m, r, _ := strings.Cut(l, "|")
+			policy.Bindings = append(policy.Bindings, bind{r, []string{m}})
+		}
+		out, _ := json.Marshal(policy)
+		os.Stdout.Write(out)
+		return 0, true
+	default:
+		return 0, false
+	}
+	if err := os.WriteFile(file, []byte(strings.Join(lines, "\n")), 0o644); err != nil {
+		return 1, true
+	}
+	return 0, true
 }
 
 func writeKey(key string) int {
@@ -528,6 +605,143 @@ func TestRerunConverges(t *testing.T) {
 	for _, want := range []string{"pubsub subscriptions update phasegate-phase3to4", "scheduler jobs update pubsub orchestrator-sweep", "functions deploy sweep"} {
 		if !slices.ContainsFunc(second, func(c string) bool { return strings.HasPrefix(c, want) }) {
 			t.Errorf("the second run did not converge %q", want)
+		}
+	}
+}
+
+// TestShadowPlan: MODE=shadow with a PREFIX is a copy beside the live
+// deployment — every name it owns prefixed, PHASEGATE_MODE=shadow on every
+// function, and no grant to publish anywhere.
+func TestShadowPlan(t *testing.T) {
+	cmds := plan(t, map[string]string{"MODE": "shadow", "PREFIX": "shd-"})
+	n := 0
+	for _, c := range cmds {
+		line := strings.Join(c, " ")
+		switch {
+		case is(c, "functions", "deploy"):
+			n++
+			env, _ := flag(c, "--set-env-vars")
+			if !strings.HasPrefix(c[3], "shd-") || !strings.Contains(env, "PHASEGATE_MODE=shadow") {
+				t.Errorf("%s: not a shadow function", line)
+			}
+		case is(c, "pubsub", "topics", "add-iam-policy-binding"):
+			if strings.Contains(line, "phasegate-runtime") {
+				t.Errorf("the shadow may publish: %s", line)
+			}
+		case is(c, "pubsub", "subscriptions", "create"), is(c, "pubsub", "topics", "create") && strings.Contains(c[4], "sweep"):
+			if !strings.HasPrefix(c[4], "shd-") {
+				t.Errorf("not the shadow's own: %s", line)
+			}
+		}
+	}
+	if n != 7 {
+		t.Errorf("%d functions deployed, want 7", n)
+	}
+}
+
+// TestDeletePlan: --delete with a PREFIX removes every function,
+// subscription, Scheduler job, topic and service account the copy's plan
+// creates, and only those; grants it removes are its own accounts'.
+func TestDeletePlan(t *testing.T) {
+	extra := map[string]string{"MODE": "shadow", "PREFIX": "shd-"}
+	created := map[string]bool{}
+	for _, c := range plan(t, extra) {
+		switch {
+		case is(c, "functions", "deploy"):
+			created["functions "+c[3]] = true
+		case is(c, "pubsub", "subscriptions", "create"), is(c, "pubsub", "topics", "create") && strings.HasPrefix(c[4], "shd-"):
+			created[c[2]+" "+c[4]] = true
+		case is(c, "scheduler", "jobs", "create"):
+			created["jobs "+c[5]] = true
+		case is(c, "iam", "service-accounts", "create"):
+			created["service-accounts "+c[4]+"@proj-1.iam.gserviceaccount.com"] = true
+		}
+	}
+	deleted := map[string]bool{}
+	for _, c := range plan(t, extra, "--delete") {
+		line := strings.Join(c, " ")
+		del := slices.Index(c, "delete")
+		switch {
+		case del > 0:
+			key := c[del-1] + " " + c[del+1]
+			if !created[key] {
+				t.Errorf("deletes what the copy did not create: %s", line)
+			}
+			deleted[key] = true
+		case strings.HasSuffix(c[slices.IndexFunc(c, func(w string) bool { return strings.Contains(w, "policy") })], "remove-iam-policy-binding"):
+			if m, _ := flag(c, "--member"); !strings.HasPrefix(m, "serviceAccount:shd-") {
+				t.Errorf("removes a grant not the copy's: %s", line)
+			}
+		default:
+			t.Errorf("an unexpected command in the removal plan: %s", line)
+		}
+	}
+	for k := range created {
+		if !deleted[k] {
+			t.Errorf("--delete leaves %s", k)
+		}
+	}
+}
+
+// TestShadowDeployAndDeleteConverge runs a shadow copy's deploy and its
+// --delete for real against fakeGcloud beside a live deployment: the
+// delete removes everything the copy created and nothing of the live
+// one, and a second delete finds nothing to do and does not fail.
+func TestShadowDeployAndDeleteConverge(t *testing.T) {
+	state, bin := t.TempDir(), t.TempDir()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(self, filepath.Join(bin, "gcloud")); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{"slack-webhook-url", "slack-webhook-url-error", "slack-webhook-url-warning"} {
+		writeKey(filepath.Join(state, "secrets."+s))
+	}
+	run := func(extra map[string]string, args ...string) []string {
+		_ = os.Remove(filepath.Join(state, "calls.log"))
+		cmd := exec.Command("bash", append([]string{"deploy.sh"}, args...)...)
+		cmd.Env = []string{"PATH=" + bin + ":/usr/bin:/bin", "HOME=" + t.TempDir(), "FAKE_GCLOUD_STATE=" + state}
+		for k, v := range base {
+			cmd.Env = append(cmd.Env, k+"="+v)
+		}
+		for k, v := range extra {
+			cmd.Env = append(cmd.Env, k+"="+v)
+		}
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("deploy.sh %v %v: %v\n%s", extra, args, err, out)
+		}
+		b, _ := os.ReadFile(filepath.Join(state, "calls.log"))
+		return strings.Split(strings.TrimSpace(string(b)), "\n")
+	}
+	snapshot := func() []string {
+		entries, _ := os.ReadDir(state)
+		var out []string
+		for _, e := range entries {
+			if e.Name() == "calls.log" {
+				continue
+			}
+			b, _ := os.ReadFile(filepath.Join(state, e.Name()))
+			out = append(out, e.Name()+"="+string(b))
+		}
+		return out
+	}
+	run(nil) // the live deployment
+	live := snapshot()
+	shadow := map[string]string{"MODE": "shadow", "PREFIX": "shd-"}
+	run(shadow)
+	if after := snapshot(); len(after) <= len(live) {
+		t.Fatalf("the shadow copy created nothing")
+	}
+	run(shadow, "--delete")
+	if after := snapshot(); !slices.Equal(after, live) {
+		t.Errorf("after --delete the project differs from the live deployment alone:\n got %v\nwant %v", after, live)
+	}
+	again := run(shadow, "--delete")
+	for _, c := range again {
+		if strings.Contains(c, " delete ") || strings.Contains(c, "remove-iam-policy-binding") {
+			t.Errorf("a second --delete still removes: %s", c)
 		}
 	}
 }

@@ -36,9 +36,17 @@ func main() {
 	os.Exit(code)
 }
 
-// exitCode is 2 for a wrong command, flag or value (ours, or cobra's own
-// messages for required flags and bad flag values), 1 for a failure.
+// exitCode is 0 for success, 2 for a wrong command, flag or value (ours,
+// or cobra's own messages for required flags and bad flag values), a
+// command's own status (compare's), else 1 for a failure.
 func exitCode(err error) int {
+	if err == nil {
+		return 0
+	}
+	var es exitStatus
+	if errors.As(err, &es) {
+		return es.code
+	}
 	var ue usageError
 	msg := err.Error()
 	if errors.As(err, &ue) || strings.HasPrefix(msg, "required flag") || strings.HasPrefix(msg, "unknown command") ||
@@ -61,7 +69,7 @@ func newRoot() *cobra.Command {
 		},
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(serveCmd(), demoCmd(), emulatorsCmd(), statusCmd(), triggerCmd(), deadLettersCmd(), batchCmd(), loadtestCmd())
+	root.AddCommand(serveCmd(), demoCmd(), emulatorsCmd(), statusCmd(), triggerCmd(), compareCmd(), deadLettersCmd(), batchCmd(), loadtestCmd())
 	for _, c := range root.Commands() {
 		if c.Args == nil {
 			c.Args = noArgs

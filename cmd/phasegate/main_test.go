@@ -29,6 +29,12 @@ func TestUsageErrorsExit2(t *testing.T) {
 		{"dead-letters", "replay", "--max"},
 		{"emulators"},
 		{"demo", "extra"},
+		{"compare"},
+		{"compare", "--date", "2026-01-19", "--since", "2026-01-18"},
+		{"compare", "--since", "2999-01-01"},
+		{"compare", "--since", "1990-01-01"},
+		{"compare", "--date", "2026-02-30"},
+		{"compare", "--date", "2026-01-19", "--tolerance", "soon"},
 	}
 	for _, args := range tests {
 		t.Run(strings.Join(args, " "), func(t *testing.T) {

@@ -64,6 +64,7 @@ const (
 type Service struct {
 	fs         *firestore.Client
 	coll       *firestore.CollectionRef
+	names      config.Names
 	n          *Notifier
 	clk        clock.Clock
 	cfg        config.Alerts
@@ -80,8 +81,8 @@ type Waiting struct {
 
 // ReadWaiting counts the messages owed and finds the oldest, in two
 // bounded RPCs (a count aggregation bills one read per 1,000 entries).
-func ReadWaiting(ctx context.Context, fs *firestore.Client) (Waiting, error) {
-	q := fs.Collection(Collection).Where(FieldWaitingSince, ">=", time.Unix(0, 0))
+func ReadWaiting(ctx context.Context, fs *firestore.Client, names config.Names) (Waiting, error) {
+	q := fs.Collection(names.Coll(Collection)).Where(FieldWaitingSince, ">=", time.Unix(0, 0))
 	n, err := opstate.Count(ctx, q)
 	if err != nil {
 		return Waiting{}, fmt.Errorf("alert: count waiting: %w", err)
@@ -107,6 +108,13 @@ var ErrNotRecorded = errors.New("alert: not recorded")
 // NewService returns a Service recording alerts in fs's orchestrator_alerts.
 func NewService(fs *firestore.Client, n *Notifier, clk clock.Clock, cfg config.Alerts, log *slog.Logger, m *metrics.Registry) *Service {
 	return &Service{fs: fs, coll: fs.Collection(Collection), n: n, clk: clk, cfg: withDefaults(cfg), log: log, m: m, flushLimit: DefaultFlushLimit}
+}
+
+// In keeps the service's alerts where names says (shadow_orchestrator_alerts
+// in shadow mode, each expiring).
+func (s *Service) In(names config.Names) *Service {
+	s.names, s.coll = names, s.fs.Collection(names.Coll(Collection))
+	return s
 }
 
 // Notifier returns the notifier the service sends with (for Breakers).
@@ -193,13 +201,17 @@ func (s *Service) Raise(ctx context.Context, a Alert) error {
 	}
 	now := s.now()
 	ref := s.coll.Doc(DocID(a.Key))
-	_, err := ref.Create(ctx, map[string]any{
+	doc := map[string]any{
 		"key": a.Key, "severity": a.Severity.String(), "title": a.Title, "phase": a.Phase,
 		"game_date": a.GameDate, "reason": a.Reason, "completed": a.Completed, "expected": a.Expected,
 		"missing": nonNil(a.Missing), "elapsed_ms": a.Elapsed.Milliseconds(), "detail": a.Detail,
 		"state": StatePending, "created_at": now, "attempts": 0, FieldWaitingSince: now,
 		"sending_until": now.Add(s.cfg.SendBudget + leaseMargin),
-	})
+	}
+	if exp, ok := s.names.Expires(now); ok {
+		doc[config.ExpiresField] = exp
+	}
+	_, err := ref.Create(ctx, doc)
 	switch {
 	case status.Code(err) == codes.AlreadyExists:
 		s.m.Inc("alerts.suppressed_duplicate")

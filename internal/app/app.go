@@ -122,20 +122,22 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*App, error) {
 	if o.WrapPublisher != nil {
 		pub = o.WrapPublisher(pub)
 	}
-	a.Ops = opstate.New(fs, o.Clock, o.Log)
-	a.PubSubBreaker = bus.NewBreaker(pub, uint32(cfg.Gate.BreakerFailures), cfg.Gate.BreakerOpenFor, o.Log, o.Metrics, a.Ops)
+	out := destinations(cfg, pub, o.Log, o.Metrics)
+	a.Ops = opstate.New(fs, out.names, o.Clock, o.Log)
+	a.PubSubBreaker = bus.NewBreaker(out.publisher, uint32(cfg.Gate.BreakerFailures), cfg.Gate.BreakerOpenFor, o.Log, o.Metrics, a.Ops)
 	pub = a.PubSubBreaker
-	a.Notifier = alert.NewNotifier(cfg.Alerts, o.Log, o.Metrics, append([]alert.Option{alert.WithRecorder(a.Ops)}, o.SlackOptions...)...)
-	a.Alerts = alert.NewService(fs, a.Notifier, o.Clock, cfg.Alerts, o.Log, o.Metrics)
+	a.Notifier = alert.NewNotifier(out.slack, o.Log, o.Metrics, append([]alert.Option{alert.WithRecorder(a.Ops)}, o.SlackOptions...)...)
+	a.Alerts = alert.NewService(fs, a.Notifier, o.Clock, out.slack, o.Log, o.Metrics).In(out.names)
 	a.Edge = &edge.Edge{Log: o.Log, DeadLetter: pub, DLQTopic: cfg.Topics.DeadLetter, ProjectID: cfg.ProjectID, Metrics: o.Metrics}
-	keys := dedup.New(fs, cfg.Idempotency)
-	if err := a.openBigQuery(ctx, o); err != nil {
+	cfg.MarkOwned()
+	keys := dedup.New(fs, cfg.Idempotency, out.names)
+	if err := a.openBigQuery(ctx, o, out); err != nil {
 		return nil, errors.Join(err, fs.Close(), b.Close())
 	}
 	for i := range cfg.Phases {
 		d := gate.Deps{
 			Firestore: fs, Publisher: pub, Alerts: a.Alerts, Keys: keys, Clock: o.Clock,
-			Log: o.Log, Metrics: o.Metrics, Gate: cfg.Gate, Fault: o.Fault, BigQuery: cfg.BigQuery,
+			Log: o.Log, Metrics: o.Metrics, Gate: cfg.Gate, Names: out.names, Fault: o.Fault, BigQuery: cfg.BigQuery,
 		}
 		if a.Checks != nil {
 			d.Checks = a.Checks
@@ -157,19 +159,21 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*App, error) {
 		return nil, errors.Join(err, fs.Close(), b.Close())
 	}
 	a.handle("PredictionCompletions", a.Edge.Handler("PredictionCompletions", a.Batches.Handle))
-	a.Sweeper = &sweep.Sweeper{FS: fs, Alerts: a.Alerts, Heartbeat: a.Ops, Clock: o.Clock, Cfg: cfg.Sweep, Log: o.Log, Metrics: o.Metrics}
+	a.Sweeper = &sweep.Sweeper{FS: fs, Alerts: a.Alerts, Heartbeat: a.Ops, Clock: o.Clock, Cfg: cfg.Sweep, Names: out.names, Log: o.Log, Metrics: o.Metrics}
 	if a.History != nil {
 		a.Sweeper.History = a.History
 	}
 	for _, g := range a.Gates {
 		a.Sweeper.Gates = append(a.Sweeper.Gates, g)
 	}
-	a.Sweeper.Batches = batch.ForSweep{T: a.Batches}
+	if cfg.Owns(config.BatchPhase) {
+		a.Sweeper.Batches = batch.ForSweep{T: a.Batches}
+	}
 	a.handle("Sweep", a.Edge.Handler("Sweep", a.Sweeper.Handle))
 	a.Status = &status.Reader{FS: fs, Phases: cfg.Phases, Batch: cfg.Batch, LookBack: cfg.Sweep.LookBack,
-		Batches: a.batchesOf, Clock: o.Clock}
+		Batches: a.batchesOf, Clock: o.Clock, Names: out.names}
 	a.handle("Status", a.Status.Handler(a.batchStatus))
-	a.Health = &status.Health{FS: fs, Phases: cfg.Phases, BatchColl: batch.Collection, BatchState: batch.FieldState,
+	a.Health = &status.Health{FS: fs, Names: out.names, Phases: cfg.Phases, BatchColl: batch.Collection, BatchState: batch.FieldState,
 		BreakerList: append(a.Notifier.BreakerNames(), bus.BreakerName), Clock: o.Clock, Log: o.Log, Instance: a.instance}
 	a.handle("Health", a.Health)
 	return a, nil
@@ -256,13 +260,13 @@ func (a *App) Close() error {
 // openBigQuery opens the client behind the data checks and the history
 // table, unless BigQuery is off: a local run on the Firestore emulator
 // without a BigQuery emulator (CONTRACT §10), or both features switched off.
-func (a *App) openBigQuery(ctx context.Context, o Options) error {
+func (a *App) openBigQuery(ctx context.Context, o Options, out sinks) error {
 	cfg := a.Cfg.BigQuery
 	if os.Getenv("FIRESTORE_EMULATOR_HOST") != "" && cfg.EmulatorHost == "" {
 		a.Log.InfoContext(ctx, "BigQuery data checks and history are off: FIRESTORE_EMULATOR_HOST is set and BIGQUERY_EMULATOR_HOST is not")
 		return nil
 	}
-	if cfg.DataChecks.Percent == 0 && !cfg.History {
+	if cfg.DataChecks.Percent == 0 && !(cfg.History && out.history) {
 		return nil
 	}
 	project := cfg.Project
@@ -277,7 +281,7 @@ func (a *App) openBigQuery(ctx context.Context, o Options) error {
 	if cfg.DataChecks.Percent > 0 {
 		a.Checks = datacheck.New(bq, project, cfg, o.Clock, o.Log, o.Metrics)
 	}
-	if cfg.History {
+	if cfg.History && out.history {
 		a.History = history.New(a.FS, bq, cfg, o.Clock, o.Log, o.Metrics)
 	}
 	return nil

@@ -15,7 +15,7 @@ const MaxPerDate = 10
 // OfDate returns the status of a game date's batches, oldest first. The
 // query is an equality on one field, which Firestore indexes by itself.
 func (t *Tracker) OfDate(ctx context.Context, gameDate string) ([]*Status, error) {
-	snaps, err := t.Firestore.Collection(Collection).Where(FieldGameDate, "==", gameDate).
+	snaps, err := t.Firestore.Collection(t.Config.Names().Coll(Collection)).Where(FieldGameDate, "==", gameDate).
 		Select(FieldBatchID).Limit(MaxPerDate).Documents(ctx).GetAll()
 	if err != nil {
 		return nil, fmt.Errorf("batch: batches of %s: %w", gameDate, err)

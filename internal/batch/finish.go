@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/phasegate/phasegate/internal/alert"
+	"github.com/phasegate/phasegate/internal/config"
 	"github.com/phasegate/phasegate/internal/errs"
 	"github.com/phasegate/phasegate/internal/gamedate"
 	"github.com/phasegate/phasegate/internal/history"
@@ -88,6 +89,9 @@ type finishResult struct {
 // run: near the end many events see the estimate reach the target at once,
 // and all but one would only lose the claim race.
 func (t *Tracker) complete(ctx context.Context, m *meta, dup bool) (Outcome, error) {
+	if !t.Config.Owns(config.BatchPhase) {
+		return Outcome{}, nil // the running coordinator completes its own batches
+	}
 	var r finishResult
 	var err error
 	for range 2 {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/phasegate/phasegate/internal/docid"
 	"github.com/phasegate/phasegate/internal/opstate"
+	"github.com/phasegate/phasegate/internal/takeover"
 )
 
 // ErrNotFound reports a batch that does not exist.
@@ -138,7 +139,7 @@ func (t *Tracker) Completions(ctx context.Context, batchID, pageToken string, si
 		d := s.Data()
 		p, _ := d[FieldPlayer].(string)
 		at, _ := d[FieldCompletedAt].(time.Time)
-		page.Completions = append(page.Completions, CompletionItem{PlayerLookup: p, CompletedAt: at, PredictionsCount: asInt(d[FieldPredCount])})
+		page.Completions = append(page.Completions, CompletionItem{PlayerLookup: p, CompletedAt: at, PredictionsCount: takeover.Int(d[FieldPredCount])})
 	}
 	return page, nil
 }
@@ -283,7 +284,7 @@ func (t *Tracker) listCompletions(ctx context.Context, batchID string, n int, re
 		p, _ := s.Data()[FieldPlayer].(string)
 		k := ShardOf(p, n)
 		l.shards[k].count++
-		l.shards[k].predictions += asInt(s.Data()[FieldPredCount])
+		l.shards[k].predictions += takeover.Int(s.Data()[FieldPredCount])
 	}
 	return l, nil
 }
@@ -294,7 +295,7 @@ func (t *Tracker) batchIDs(ctx context.Context, one string, openOnly bool, lookB
 	if one != "" {
 		return []string{one}, nil
 	}
-	q := t.Firestore.Collection(Collection).Query
+	q := t.Firestore.Collection(t.Config.Names().Coll(Collection)).Query
 	if openOnly {
 		q = q.Where(FieldComplete, "==", false)
 	}
@@ -456,7 +457,7 @@ func (t *Tracker) fixShards(ctx context.Context, batchID string, n int) (int, er
 		}
 		if s.Exists() {
 			d := s.Data()
-			have[k] = shard{count: asInt(d[shardCount]), predictions: asInt(d[shardPredictions])}
+			have[k] = shard{count: takeover.Int(d[shardCount]), predictions: takeover.Int(d[shardPredictions])}
 		}
 	}
 	docs, err := t.listCompletions(ctx, batchID, n, snaps[0].ReadTime)

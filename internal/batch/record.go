@@ -18,6 +18,7 @@ import (
 	"github.com/phasegate/phasegate/internal/docid"
 	"github.com/phasegate/phasegate/internal/errs"
 	"github.com/phasegate/phasegate/internal/logging"
+	"github.com/phasegate/phasegate/internal/takeover"
 )
 
 // meta is one instance's view of one batch in one mode.
@@ -165,6 +166,11 @@ func (t *Tracker) meta(ctx context.Context, batchID string, mode Mode) (*meta, e
 		return m, nil
 	}
 	tl, err := t.take(ctx, batchID, false)
+	if errors.Is(err, errNoBatch) && t.Config.Shadow() {
+		if err = t.adopt(ctx, batchID); err == nil {
+			tl, err = t.take(ctx, batchID, false)
+		}
+	}
 	if err != nil {
 		if errors.Is(err, errNoBatch) {
 			err = errs.E(errs.Transient, "batch_not_found", fmt.Errorf("prediction_batches/%s does not exist (yet)", docid.Encode(batchID)))
@@ -313,7 +319,7 @@ var errDuplicate = errors.New("completion already recorded")
 // written whatever ENABLE_IDEMPOTENCY_KEYS says: in legacy mode it is what
 // makes the counters exact. It returns array_writes after the write.
 func (t *Tracker) writeLegacy(ctx context.Context, c *Completion, messageID string, now time.Time) (int64, error) {
-	keyRef := t.Firestore.Collection(dedup.Collection).Doc(keyID(c.BatchID, c.PlayerLookup))
+	keyRef := t.Firestore.Collection(t.Config.Names().Coll(dedup.Collection)).Doc(keyID(c.BatchID, c.PlayerLookup))
 	ttl := t.Config.Idempotency.TTL
 	res, err := t.commit(ctx,
 		create(keyRef.Path, map[string]*pb.Value{
@@ -465,9 +471,9 @@ func (t *Tracker) commitGroupOf(ctx context.Context, m *meta, k int, ms ...group
 	players := make([]string, 0, len(ms))
 	for _, mb := range ms {
 		c := mb.c
-		writes = append(writes, create(t.completionRef(batchID, c.PlayerLookup).Path, map[string]*pb.Value{
+		writes = append(writes, create(t.completionRef(batchID, c.PlayerLookup).Path, t.expiring(mb.at, map[string]*pb.Value{
 			FieldPlayer: pbString(c.PlayerLookup), FieldCompletedAt: pbTime(mb.at), FieldPredCount: pbInt(c.PredictionsGenerated),
-		}))
+		})))
 		preds += c.PredictionsGenerated
 		players = append(players, c.PlayerLookup)
 	}
@@ -478,7 +484,7 @@ func (t *Tracker) commitGroupOf(ctx context.Context, m *meta, k int, ms ...group
 		writes = append(writes, update(t.batchRef(batchID).Path, map[string]*pb.Value{FieldUpdatedAt: pbTime(ms[len(ms)-1].at)},
 			exists(true), union(FieldArray, players...), inc(FieldArrayWrites, n)))
 	}
-	writes = append(writes, update(t.shardRef(batchID, k).Path, map[string]*pb.Value{}, nil, tr...))
+	writes = append(writes, update(t.shardRef(batchID, k).Path, t.expiring(ms[0].at, map[string]*pb.Value{}), nil, tr...))
 	res, err := t.commit(ctx, writes...)
 	if err := classify(err); err != nil {
 		return k, 0, 0, err
@@ -528,7 +534,7 @@ func (t *Tracker) readShards(ctx context.Context, m *meta) (int64, error) {
 	vals := make([]int64, m.n)
 	for k, s := range snaps {
 		if s.Exists() {
-			vals[k] = asInt(s.Data()[shardCount])
+			vals[k] = takeover.Int(s.Data()[shardCount])
 		}
 	}
 	t.Metrics.Inc("batch.shard_reads")

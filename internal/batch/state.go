@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/phasegate/phasegate/internal/dedup"
+	"github.com/phasegate/phasegate/internal/takeover"
 )
 
 // Fields of a batch document. The first group is the running coordinator's
@@ -126,20 +127,20 @@ func decodeState(snap *firestore.DocumentSnapshot) *state {
 	st.batchID, _ = d[FieldBatchID].(string)
 	st.gameDate, _ = d[FieldGameDate].(string)
 	st.corrID, _ = d[FieldCorrelationID].(string)
-	st.expected = asInt(d[FieldExpected])
+	st.expected = takeover.Int(d[FieldExpected])
 	st.complete, _ = d[FieldComplete].(bool)
 	st.start, _ = d[FieldStartTime].(time.Time)
 	st.updated, _ = d[FieldUpdatedAt].(time.Time)
 	st.completionTime, _ = d[FieldCompletionTime].(time.Time)
 	st.array = stringList(d[FieldArray])
-	st.arrayWrites = asInt(d[FieldArrayWrites])
-	st.arrayOverflow = asInt(d[FieldArrayOverflow])
-	st.arrayMerged = asInt(d[FieldArrayMerged])
+	st.arrayWrites = takeover.Int(d[FieldArrayWrites])
+	st.arrayOverflow = takeover.Int(d[FieldArrayOverflow])
+	st.arrayMerged = takeover.Int(d[FieldArrayMerged])
 	st.arrayMergedAt, _ = d[FieldArrayMergedAt].(time.Time)
-	st.shardCount = asInt(d[FieldShardCount])
+	st.shardCount = takeover.Int(d[FieldShardCount])
 	st.legacyKeys, _ = d[FieldLegacyKeyWrites].(bool)
-	st.totalPredictions = asInt(d[FieldTotalPredictions])
-	st.completedCount = asInt(d[FieldCompletedCount])
+	st.totalPredictions = takeover.Int(d[FieldTotalPredictions])
+	st.completedCount = takeover.Int(d[FieldCompletedCount])
 	st.stallCompleted, _ = d[FieldStallCompleted].(bool)
 	st.stallReason, _ = d[FieldStallReason].(string)
 	st.cstate, _ = d[FieldState].(string)
@@ -151,23 +152,9 @@ func decodeState(snap *firestore.DocumentSnapshot) *state {
 	st.expires, _ = d[FieldExpires].(time.Time)
 	st.msgIDs = stringList(d[FieldMessageIDs])
 	st.countedAt, _ = d[FieldCountedAt].(time.Time)
-	st.countedLen = asInt(d[FieldCountedLen])
+	st.countedLen = takeover.Int(d[FieldCountedLen])
 	st.completedBy, _ = d[FieldCompletedBy].(string)
 	return st
-}
-
-// asInt reads a count however it was written: the running coordinator's
-// Python client writes ints, a JSON import may have left floats.
-func asInt(v any) int64 {
-	switch n := v.(type) {
-	case int64:
-		return n
-	case float64:
-		return int64(n)
-	case int:
-		return int64(n)
-	}
-	return 0
 }
 
 func stringList(v any) []string {
@@ -316,7 +303,7 @@ func (t *Tracker) take(ctx context.Context, batchID string, withProgress bool) (
 			}
 			if s.Exists() {
 				d := s.Data()
-				tl.shards[k] = shard{asInt(d[shardCount]), asInt(d[shardPredictions]), asInt(d[shardArray])}
+				tl.shards[k] = shard{takeover.Int(d[shardCount]), takeover.Int(d[shardPredictions]), takeover.Int(d[shardArray])}
 			}
 		}
 		break
@@ -439,7 +426,7 @@ type keyRec struct {
 // legacyKeys returns the batch's legacy-mode idempotency keys by player,
 // as of readTime (a key is created in the same commit as its array entry).
 func (t *Tracker) legacyKeys(ctx context.Context, batchID string, readTime time.Time) (map[string]keyRec, error) {
-	snaps, err := t.Firestore.Collection(dedup.Collection).Where(FieldBatchID, "==", batchID).Documents(ctx).GetAll()
+	snaps, err := t.Firestore.Collection(t.Config.Names().Coll(dedup.Collection)).Where(FieldBatchID, "==", batchID).Documents(ctx).GetAll()
 	if err != nil {
 		return nil, fmt.Errorf("read legacy keys: %w", err)
 	}
@@ -451,7 +438,7 @@ func (t *Tracker) legacyKeys(ctx context.Context, batchID string, readTime time.
 		}
 		p, _ := d[FieldPlayer].(string)
 		at, _ := d["processed_at"].(time.Time)
-		out[p] = keyRec{predictions: asInt(d[FieldPredCount]), at: at}
+		out[p] = keyRec{predictions: takeover.Int(d[FieldPredCount]), at: at}
 	}
 	return out, nil
 }

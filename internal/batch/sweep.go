@@ -47,7 +47,7 @@ type SweepReport struct {
 func (t *Tracker) Sweep(ctx context.Context, lookBack time.Duration, max int) (SweepReport, error) {
 	var rep SweepReport
 	now := t.Clock.Now()
-	snaps, err := t.Firestore.Collection(Collection).
+	snaps, err := t.Firestore.Collection(t.Config.Names().Coll(Collection)).
 		Where(FieldComplete, "==", false).
 		Where(FieldStartTime, ">=", now.Add(-lookBack)).
 		OrderBy(FieldStartTime, firestore.Desc).Limit(max).

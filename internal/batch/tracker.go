@@ -222,7 +222,7 @@ func ShardOf(player string, n int) int {
 }
 
 func (t *Tracker) batchRef(batchID string) *firestore.DocumentRef {
-	return t.Firestore.Collection(Collection).Doc(docid.Encode(batchID))
+	return t.Firestore.Collection(t.Config.Names().Coll(Collection)).Doc(docid.Encode(batchID))
 }
 
 func (t *Tracker) shardRef(batchID string, k int) *firestore.DocumentRef {

@@ -36,6 +36,32 @@ type Config struct {
 	Batch       Batch       `yaml:"batch"`
 	BigQuery    BigQuery    `yaml:"bigquery"`
 	Phases      []Phase     `yaml:"phases"`
+	// Mode is live (the default) or shadow (PHASEGATE_MODE, CONTRACT §9):
+	// the same decisions, written only to shadow_ collections, nothing sent.
+	Mode string `yaml:"mode"`
+	// Owned names what phasegate owns (PHASEGATE_PHASES): phase names and
+	// BatchPhase. Empty means everything. Only owned phases are swept and
+	// have timed rules; batches complete only when BatchPhase is owned.
+	Owned []string `yaml:"owned_phases"`
+	// ShadowTTL is how long a shadow document lives after its last write.
+	ShadowTTL time.Duration `yaml:"shadow_ttl"`
+}
+
+// Modes of PHASEGATE_MODE.
+const (
+	ModeLive   = "live"
+	ModeShadow = "shadow"
+)
+
+// BatchPhase is the name PHASEGATE_PHASES gives prediction-batch completion.
+const BatchPhase = "prediction_batch"
+
+// Shadow reports whether phasegate runs beside the running system.
+func (c *Config) Shadow() bool { return c.Mode == ModeShadow }
+
+// Owns reports whether phasegate owns the phase (or BatchPhase) named name.
+func (c *Config) Owns(name string) bool {
+	return len(c.Owned) == 0 || slices.Contains(c.Owned, name)
 }
 
 // BigQuery configures the data checks before triggers and the history table
@@ -208,6 +234,9 @@ type Phase struct {
 	StuckAfter time.Duration `yaml:"stuck_after"`
 	// DataCheck runs before the gate triggers (nil: none).
 	DataCheck *DataCheck `yaml:"data_check"`
+	// Unowned is set from Config.Owned when loading: the running system
+	// still owns this phase, so its timed rules and the sweep leave it be.
+	Unowned bool `yaml:"-"`
 }
 
 // TimedRule fires when at least MinCompleted expected processors are in and
@@ -250,6 +279,8 @@ type env struct {
 	DataChecks           *string `env:"ENABLE_DATA_CHECKS, noinit"`
 	BigQueryEmulatorHost string  `env:"BIGQUERY_EMULATOR_HOST"`
 	ArrivalRate          *string `env:"BATCH_ARRIVAL_RATE, noinit"`
+	Mode                 *string `env:"PHASEGATE_MODE, noinit"`
+	Phases               *string `env:"PHASEGATE_PHASES, noinit"`
 }
 
 // Load reads the configuration from the process environment.
@@ -282,7 +313,16 @@ func LoadFrom(ctx context.Context, l envconfig.Lookuper) (*Config, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	cfg.MarkOwned()
 	return cfg, nil
+}
+
+// MarkOwned sets each phase's Unowned from Owned; Load does it, and so does
+// anything that edits Owned afterwards.
+func (c *Config) MarkOwned() {
+	for i := range c.Phases {
+		c.Phases[i].Unowned = !c.Owns(c.Phases[i].Name)
+	}
 }
 
 // Default returns the embedded defaults, validated; for tests and tools.
@@ -372,6 +412,17 @@ func (e *env) apply(c *Config) error {
 	}
 	if n, ok := integer("DEDUP_TTL_DAYS", e.DedupTTLDays); ok {
 		c.Idempotency.TTL = time.Duration(n) * 24 * time.Hour
+	}
+	if e.Mode != nil {
+		c.Mode = strings.TrimSpace(*e.Mode)
+	}
+	if e.Phases != nil {
+		c.Owned = nil
+		for _, n := range strings.Split(*e.Phases, ",") {
+			if n = strings.TrimSpace(n); n != "" {
+				c.Owned = append(c.Owned, n)
+			}
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -463,6 +514,19 @@ func (c *Config) Validate() error {
 		bad("batch.stall_min_percent", "must be between 1 and 100, got %d", b.StallMinPercent)
 	}
 	c.BigQuery.validate(bad)
+	positive("shadow_ttl", c.ShadowTTL)
+	if c.Mode != "" && c.Mode != ModeLive && c.Mode != ModeShadow {
+		bad("mode (PHASEGATE_MODE)", "must be %s or %s, got %q", ModeLive, ModeShadow, c.Mode)
+	}
+	names := []string{BatchPhase}
+	for _, p := range c.Phases {
+		names = append(names, p.Name)
+	}
+	for _, n := range c.Owned {
+		if !slices.Contains(names, n) {
+			bad("owned_phases (PHASEGATE_PHASES)", "%q is not one of %s", n, strings.Join(names, ", "))
+		}
+	}
 	if len(c.Phases) == 0 {
 		bad("phases", "must not be empty")
 	}

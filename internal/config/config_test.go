@@ -73,6 +73,17 @@ func TestEnvOverrides(t *testing.T) {
 			return c.Alerts.WebhookURL == "http://x/a" && c.Alerts.WebhookURLError == "http://x/e" && c.Alerts.WebhookURLWarning == ""
 		}},
 		{"legacy", map[string]string{"ENABLE_SUBCOLLECTION_COMPLETIONS": "false"}, func(c *Config) bool { return c.Batch.EnableSubcollection == Off }},
+		{"live by default, everything owned", nil, func(c *Config) bool {
+			p, _ := c.Phase("Phase4To5")
+			return !c.Shadow() && c.Owns(BatchPhase) && !p.Unowned
+		}},
+		{"shadow", map[string]string{"PHASEGATE_MODE": "shadow"}, func(c *Config) bool { return c.Shadow() }},
+		{"owned phases", map[string]string{"PHASEGATE_PHASES": " phase3_to_phase4 ,prediction_batch"}, func(c *Config) bool {
+			p3, _ := c.Phase("Phase3To4")
+			p4, _ := c.Phase("Phase4To5")
+			return !p3.Unowned && p4.Unowned && c.Owns(BatchPhase) && !c.Owns("phase2_to_phase3")
+		}},
+		{"batch not owned", map[string]string{"PHASEGATE_PHASES": "phase2_to_phase3"}, func(c *Config) bool { return !c.Owns(BatchPhase) }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -110,6 +121,8 @@ func TestInvalidNamesTheField(t *testing.T) {
 		{"unknown yaml key", map[string]string{"ORCHESTRATOR_CONFIG": write("gate:\n  claim_leese: 10s\n")}, "claim_leese"},
 		{"lease too long", map[string]string{"ORCHESTRATOR_CONFIG": write("gate:\n  claim_lease: 5m\n")}, "gate.claim_lease"},
 		{"zero concurrency", map[string]string{"ORCHESTRATOR_CONFIG": write("sweep:\n  concurrency: 0\n")}, "sweep.concurrency"},
+		{"bad mode", map[string]string{"PHASEGATE_MODE": "dry"}, "PHASEGATE_MODE"},
+		{"unknown phase", map[string]string{"PHASEGATE_PHASES": "phase3_to_phase4,Phase4To5"}, "PHASEGATE_PHASES"},
 		{"missing file", map[string]string{"ORCHESTRATOR_CONFIG": filepath.Join(dir, "nope.yaml")}, "ORCHESTRATOR_CONFIG"},
 	}
 	for _, tt := range tests {

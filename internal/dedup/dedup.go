@@ -19,17 +19,27 @@ import (
 	"github.com/phasegate/phasegate/internal/config"
 )
 
-// Collection holds the keys; a TTL policy on expires_at deletes them.
+// Collection holds the keys (its shadow twin in shadow mode); a TTL policy
+// on expires_at deletes them.
 const Collection = "pubsub_deduplication"
 
 // Keys builds key documents.
 type Keys struct {
-	fs  *firestore.Client
-	cfg config.Idempotency
+	fs    *firestore.Client
+	cfg   config.Idempotency
+	names config.Names
 }
 
-// New returns a key builder; cfg decides whether keys are on for a unit.
-func New(fs *firestore.Client, cfg config.Idempotency) *Keys { return &Keys{fs: fs, cfg: cfg} }
+// New returns a key builder; cfg decides whether keys are on for a unit,
+// names where they are kept.
+func New(fs *firestore.Client, cfg config.Idempotency, names config.Names) *Keys {
+	return &Keys{fs: fs, cfg: cfg, names: names}
+}
+
+// Collection is the collection the keys are kept in.
+func (k *Keys) Collection() *firestore.CollectionRef {
+	return k.fs.Collection(k.names.Coll(Collection))
+}
 
 // Enabled reports whether keys are on for unit (a game date or batch id).
 func (k *Keys) Enabled(unit string) bool { return k != nil && k.cfg.Enabled.Enabled(unit) }
@@ -50,7 +60,7 @@ func ID(kind string, parts ...string) string {
 
 // Ref returns the key document for kind and parts.
 func (k *Keys) Ref(kind string, parts ...string) *firestore.DocumentRef {
-	return k.fs.Collection(Collection).Doc(ID(kind, parts...))
+	return k.Collection().Doc(ID(kind, parts...))
 }
 
 // Record is the key document's content.

@@ -78,6 +78,9 @@ type Deps struct {
 	// History, nil when off (shadow mode, no BigQuery), gets a row per
 	// trigger and blocked check.
 	History History
+	// Names places the gate's documents: the running system's collection
+	// live, its shadow_ twin in shadow mode.
+	Names config.Names
 	// Fault, when set, is called at each step of the trigger protocol; an
 	// error stops the attempt right there, as a crash would: nothing is
 	// released or rolled back. Tests use it to break the protocol.
@@ -180,7 +183,7 @@ var errConflict = errors.New("gate document changed under us")
 // run is one evaluation: the optimistic write loop, then the trigger. res
 // is the data check's result when a first pass asked for one.
 func (g *Gate) run(ctx context.Context, date gamedate.Date, ev *event, src Source, known *firestore.DocumentSnapshot, res *datacheck.Result) (Outcome, error) {
-	ref := g.Firestore.Collection(g.phase.Collection).Doc(date.String())
+	ref := g.Firestore.Collection(g.Names.Coll(g.phase.Collection)).Doc(date.String())
 	var keyRef *firestore.DocumentRef
 	if ev != nil && g.Keys.Enabled(date.String()) {
 		m := ev.msg

@@ -27,7 +27,7 @@ const (
 // served by the index of the open-gates query), and gates whose overdue
 // warning was raised and which have since triggered.
 func (g *Gate) OverdueQueries(fs *firestore.Client, cutoff time.Time) []firestore.Query {
-	coll := fs.Collection(g.phase.Collection)
+	coll := fs.Collection(g.Names.Coll(g.phase.Collection))
 	return []firestore.Query{
 		coll.Where(fOpen, "==", true).Where(fFirstCompletion, "<=", cutoff).OrderBy(fFirstCompletion, firestore.Desc),
 		coll.Where(fOverdue, "==", OverdueRaised).Where(fOpen, "==", false),

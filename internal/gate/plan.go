@@ -5,6 +5,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/phasegate/phasegate/internal/config"
 	"github.com/phasegate/phasegate/internal/datacheck"
 	"github.com/phasegate/phasegate/internal/gamedate"
 	"github.com/phasegate/phasegate/internal/rules"
@@ -33,6 +34,9 @@ func (g *Gate) plan(date gamedate.Date, st *docState, ev *event, dup bool, src S
 	}
 	if len(pl.updates) > 0 {
 		pl.set(fUpdatedAt, now)
+		if exp, ok := g.Names.Expires(now); ok {
+			pl.set(config.ExpiresField, exp)
+		}
 		if !st.exists {
 			pl.set(fTriggered, false) // the sweep's query filters on these
 			pl.set(fOpen, true)

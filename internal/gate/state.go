@@ -7,6 +7,7 @@ import (
 
 	"github.com/phasegate/phasegate/internal/config"
 	"github.com/phasegate/phasegate/internal/rules"
+	"github.com/phasegate/phasegate/internal/takeover"
 )
 
 // Firestore fields of a gate document, phaseN_completion/{game_date}. A
@@ -90,13 +91,20 @@ func decodeData(p *config.Phase, data map[string]any, updateTime time.Time) *doc
 			}
 		}
 	}
-	st.first, _ = st.data[fFirstCompletion].(time.Time)
+	st.first = takeover.Time(st.data[fFirstCompletion])
 	st.triggered, _ = st.data[fTriggered].(bool)
 	st.state, _ = st.data[fState].(string)
 	st.generation, _ = st.data[fGeneration].(int64)
 	st.triggerID, _ = st.data[fTriggerID].(string)
 	st.payload, _ = st.data[fPayload].(string)
 	st.partial, _ = st.data[fPartial].(bool)
+	if takeover.Legacy(st.data) {
+		// The running system triggered this date: generation 1 is published,
+		// so no rule fires it again and later completions are late.
+		st.generation, st.state = 1, statePublished
+		partial, _ := st.data["_partial_completion"].(bool) // phase 2's deadline
+		st.partial = partial || len(stringList(st.data[fMissing])) > 0
+	}
 	st.expires, _ = st.data[fClaimExpires].(time.Time)
 	st.token, _ = st.data[fClaimToken].(string)
 	st.messageIDs = stringList(st.data[fMessageIDs])

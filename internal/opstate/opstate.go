@@ -20,6 +20,7 @@ import (
 	"cloud.google.com/go/firestore/apiv1/firestorepb"
 
 	"github.com/phasegate/phasegate/internal/clock"
+	"github.com/phasegate/phasegate/internal/config"
 )
 
 // Collection holds one document per fact.
@@ -39,6 +40,7 @@ const writeTimeout = 3 * time.Second
 // Store records and reads the facts.
 type Store struct {
 	fs       *firestore.Client
+	coll     string
 	clk      clock.Clock
 	log      *slog.Logger
 	instance string
@@ -47,9 +49,10 @@ type Store struct {
 	pending []Transition
 }
 
-// New returns a Store writing to fs's orchestrator_health.
-func New(fs *firestore.Client, clk clock.Clock, log *slog.Logger) *Store {
-	return &Store{fs: fs, clk: clk, log: log, instance: InstanceID()}
+// New returns a Store writing to fs's orchestrator_health (its shadow_
+// twin in shadow mode, as names says).
+func New(fs *firestore.Client, names config.Names, clk clock.Clock, log *slog.Logger) *Store {
+	return &Store{fs: fs, coll: names.Coll(Collection), clk: clk, log: log, instance: InstanceID()}
 }
 
 // InstanceID names this process in what it records: Cloud Run's revision
@@ -107,7 +110,7 @@ func (s *Store) WriteTransitions(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
 	defer cancel()
 	for _, t := range todo {
-		_, err := s.fs.Collection(Collection).Doc(breakerPrefix+t.Breaker).Set(ctx, map[string]any{
+		_, err := s.fs.Collection(s.coll).Doc(breakerPrefix+t.Breaker).Set(ctx, map[string]any{
 			"breaker": t.Breaker, "state": t.State, "recorded_at": t.At,
 			"open_for_s": int64(t.OpenFor.Seconds()), "instance": s.instance,
 		})
@@ -124,7 +127,7 @@ func (s *Store) SweepDone(ctx context.Context, summary map[string]any) error {
 	for k, v := range summary {
 		doc[k] = v
 	}
-	if _, err := s.fs.Collection(Collection).Doc(sweepDoc).Set(ctx, doc); err != nil {
+	if _, err := s.fs.Collection(s.coll).Doc(sweepDoc).Set(ctx, doc); err != nil {
 		return fmt.Errorf("opstate: record sweep: %w", err)
 	}
 	return nil
@@ -145,8 +148,8 @@ type Facts struct {
 // Read returns the last sweep and the named breakers' last transitions, in
 // one BatchGet. A breaker nobody recorded is closed; an "open" older than
 // its open period plus a minute counts as closed.
-func Read(ctx context.Context, fs *firestore.Client, now time.Time, breakers []string) (Facts, error) {
-	coll := fs.Collection(Collection)
+func Read(ctx context.Context, fs *firestore.Client, names config.Names, now time.Time, breakers []string) (Facts, error) {
+	coll := fs.Collection(names.Coll(Collection))
 	refs := []*firestore.DocumentRef{coll.Doc(sweepDoc)}
 	for _, b := range breakers {
 		refs = append(refs, coll.Doc(breakerPrefix+b))

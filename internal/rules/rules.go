@@ -92,7 +92,9 @@ func Decide(p *config.Phase, date gamedate.Date, st State, now time.Time) Decisi
 			d.Fire, d.Reason = true, majorityPrefix+strconv.Itoa(pct)+"pct"
 		}
 	}
-	if d.Fire || st.FirstCompletion.IsZero() {
+	// Timed rules act only on a phase phasegate owns: until its cut-over the
+	// running system decides when to stop waiting (CONTRACT §9).
+	if d.Fire || st.FirstCompletion.IsZero() || p.Unowned {
 		return d
 	}
 	elapsed := now.Sub(st.FirstCompletion)

@@ -38,9 +38,10 @@ const healthTimeout = 20 * time.Second
 type Health struct {
 	FS          *firestore.Client
 	Phases      []config.Phase
-	BatchColl   string   // the prediction batches' collection
-	BatchState  string   // its claim-state field
-	BreakerList []string // recorded breaker names to report
+	Names       config.Names // the running system's collections live, shadow_ ones in shadow mode
+	BatchColl   string       // the prediction batches' collection (its base name)
+	BatchState  string       // its claim-state field
+	BreakerList []string     // recorded breaker names to report
 	Clock       clock.Clock
 	Log         *slog.Logger
 	// Instance, when set, adds this instance's own view under "instance".
@@ -76,11 +77,11 @@ func (h *Health) Check(ctx context.Context) Report {
 	)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() (err error) {
-		facts, err = opstate.Read(gctx, h.FS, now, h.BreakerList)
+		facts, err = opstate.Read(gctx, h.FS, h.Names, now, h.BreakerList)
 		return err
 	})
 	g.Go(func() (err error) {
-		waiting, err = alert.ReadWaiting(gctx, h.FS)
+		waiting, err = alert.ReadWaiting(gctx, h.FS, h.Names)
 		return err
 	})
 	count := func(into map[string]int64, key string, q firestore.Query) {
@@ -97,7 +98,7 @@ func (h *Health) Check(ctx context.Context) Report {
 	}
 	unconfirmed := []string{"claimed", "released"}
 	for _, p := range h.Phases {
-		coll := h.FS.Collection(p.Collection)
+		coll := h.FS.Collection(h.Names.Coll(p.Collection))
 		// Open (a trigger owed or unconfirmed) with the first completion
 		// older than stuck_after; the sweep's composite index serves it.
 		count(r.OverdueByPhase, p.Name, coll.Where("_open", "==", true).
@@ -106,7 +107,7 @@ func (h *Health) Check(ctx context.Context) Report {
 		count(r.UnpublishedByKey, p.Collection, coll.Where("_trigger_state", "in", unconfirmed))
 	}
 	if h.BatchColl != "" {
-		count(r.UnpublishedByKey, h.BatchColl, h.FS.Collection(h.BatchColl).Where(h.BatchState, "in", unconfirmed))
+		count(r.UnpublishedByKey, h.BatchColl, h.FS.Collection(h.Names.Coll(h.BatchColl)).Where(h.BatchState, "in", unconfirmed))
 	}
 	if h.Instance != nil {
 		r.Instance = h.Instance()

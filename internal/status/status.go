@@ -16,6 +16,7 @@ import (
 	"github.com/phasegate/phasegate/internal/clock"
 	"github.com/phasegate/phasegate/internal/config"
 	"github.com/phasegate/phasegate/internal/gamedate"
+	"github.com/phasegate/phasegate/internal/takeover"
 )
 
 // Phase is one gate's state for a date.
@@ -126,6 +127,7 @@ type Reader struct {
 	LookBack time.Duration // how long the sweep acts on a date: a date is open no longer
 	Batches  BatchesOf     // nil: batches are not shown
 	Clock    clock.Clock   // "today"
+	Names    config.Names  // the running system's collections live, shadow_ ones in shadow mode
 }
 
 // Dates reads every phase of each date in one batched read, and each date's
@@ -134,7 +136,7 @@ func (r *Reader) Dates(ctx context.Context, dates []gamedate.Date) ([]Date, erro
 	var refs []*firestore.DocumentRef
 	for _, d := range dates {
 		for _, p := range r.Phases {
-			refs = append(refs, r.FS.Collection(p.Collection).Doc(d.String()))
+			refs = append(refs, r.FS.Collection(r.Names.Coll(p.Collection)).Doc(d.String()))
 		}
 	}
 	snaps, err := r.FS.GetAll(ctx, refs)
@@ -222,7 +224,7 @@ func phase(p *config.Phase, d gamedate.Date, data map[string]any) Phase {
 	ps.Triggered, _ = data["_triggered"].(bool)
 	ps.TriggeredAt = timePtr(data["_triggered_at"])
 	ps.TriggerID, _ = data["_trigger_id"].(string)
-	ps.TriggerReason, _ = data["_trigger_reason"].(string)
+	ps.TriggerReason = takeover.Reason(data)
 	ps.TriggerState, _ = data["_trigger_state"].(string)
 	ps.TriggerGeneration, _ = data["_trigger_generation"].(int64)
 	ps.TriggerPartial, _ = data["_trigger_partial"].(bool)
@@ -295,9 +297,10 @@ func dataCheck(v any) *DataCheck {
 	return dc
 }
 
+// timePtr reads a timestamp as takeover does: the running system writes
+// some as ISO-8601 strings.
 func timePtr(v any) *time.Time {
-	if t, ok := v.(time.Time); ok {
-		t = t.UTC()
+	if t := takeover.Time(v); !t.IsZero() {
 		return &t
 	}
 	return nil

@@ -12,8 +12,10 @@ import (
 
 // TestSweepReadCost measures what one sweep reads with 30 days of gate
 // documents (90, three phases) of which 3 are open, none overdue: the query
-// returns only the open gates in the look-back, so documents read = open
-// gates, and the overdue queries return nothing.
+// returns only the open gates in the look-back, the overdue queries return
+// nothing, and the direct read of the look-back's dates (which finds
+// documents the running system wrote) one document per existing date of the
+// look-back and phase — bounded by the look-back, not by history.
 func TestSweepReadCost(t *testing.T) {
 	count, rpcs := apptest.CountRPCs(t)
 	e := apptest.New(t, count, apptest.WithConfig(func(c *config.Config) {
@@ -49,12 +51,20 @@ func TestSweepReadCost(t *testing.T) {
 	total, methods, docs := rpcs.Take()
 	t.Logf("one sweep over 30 days × 3 phases with 3 open gates: %d RPCs %v, %d documents read", total, methods, docs)
 	// Three queries return the three open gates; the overdue queries, the
-	// alert outbox query and the batch query return nothing. No gate
-	// triggers, so the one write is the sweep's heartbeat.
+	// alert outbox query and the batch query return nothing; one BatchGet per
+	// phase reads the look-back's dates. No gate triggers, so the one write
+	// is the sweep's heartbeat.
 	if methods["/google.firestore.v1.Firestore/Commit"] != 1 {
 		t.Errorf("sweep committed %d times, want 1 (the heartbeat)", methods["/google.firestore.v1.Firestore/Commit"])
 	}
-	if docs != 3 {
-		t.Fatalf("sweep read %d documents, want 3 (the open gates only)", docs)
+	now := e.Clock.Now()
+	window := 0
+	for d := gamedate.Today(now).AddDays(1); d.Compare(gamedate.Today(now.Add(-e.Cfg.Sweep.LookBack))) >= 0; d = d.AddDays(-1) {
+		if d.Compare(start.AddDays(29)) <= 0 {
+			window++ // a date with documents
+		}
+	}
+	if want := 3 + 3*window; docs != want || methods["/google.firestore.v1.Firestore/BatchGetDocuments"] != 3 {
+		t.Fatalf("sweep read %d documents (%v), want %d: the open gates and the look-back's %d dates × 3 phases", docs, methods, want, window)
 	}
 }

@@ -69,6 +69,7 @@ type Sweeper struct {
 	History   History   // nil: no history table
 	Clock     clock.Clock
 	Cfg       config.Sweep
+	Names     config.Names
 	Log       *slog.Logger
 	Metrics   *metrics.Registry
 }
@@ -129,9 +130,12 @@ func (s *Sweeper) Run(ctx context.Context) (Report, error) {
 			"collection", collection, "error", err.Error())
 	}
 	for _, gt := range s.Gates {
+		if gt.Phase().Unowned {
+			continue // the running system still owns it (PHASEGATE_PHASES)
+		}
 		snaps, err := s.openGates(ctx, gt.Phase(), now, budget)
 		if err != nil {
-			queryFailed(gt.Phase().Collection, err)
+			queryFailed(s.Names.Coll(gt.Phase().Collection), err)
 			continue
 		}
 		budget -= len(snaps)
@@ -253,15 +257,16 @@ func (s *Sweeper) overdue(ctx context.Context, gt Gate, now time.Time, r *Report
 
 // openGates queries a phase's gates that still owe or have not confirmed a
 // trigger: the open ones whose first completion is within the look-back
-// (composite index _open, _first_completion_at), and any trigger left
-// claimed or released, however old or however it started — a manual trigger
-// on a date without completions has no first completion (single-field
-// index on _trigger_state).
+// (composite index _open, _first_completion_at), any trigger left claimed
+// or released, however old or however it started — a manual trigger on a
+// date without completions has no first completion (single-field index on
+// _trigger_state) — and the untriggered documents of the look-back's dates,
+// which is how documents the running system wrote are seen.
 func (s *Sweeper) openGates(ctx context.Context, p *config.Phase, now time.Time, limit int) ([]*firestore.DocumentSnapshot, error) {
 	if limit <= 0 {
 		return nil, nil
 	}
-	coll := s.FS.Collection(p.Collection)
+	coll := s.FS.Collection(s.Names.Coll(p.Collection))
 	queries := []firestore.Query{
 		coll.Where("_open", "==", true).
 			Where("_first_completion_at", ">=", now.Add(-s.Cfg.LookBack)).
@@ -288,5 +293,49 @@ func (s *Sweeper) openGates(ctx context.Context, p *config.Phase, now time.Time,
 		}
 		it.Stop()
 	}
+	if len(out) >= limit {
+		return out, nil
+	}
+	// Documents the running system created carry no _open and may hold
+	// _first_completion_at as a string, which no timestamp query matches:
+	// read the look-back's dates directly (ids are dates, so this costs at
+	// most one read per day of the look-back plus New York's tomorrow).
+	refs := lookBackRefs(coll, now, s.Cfg.LookBack)
+	snaps, err := s.FS.GetAll(ctx, refs)
+	if err != nil {
+		return nil, fmt.Errorf("sweep: read %s of the look-back: %w", p.Collection, err)
+	}
+	for _, snap := range snaps {
+		if len(out) >= limit {
+			break
+		}
+		if !snap.Exists() || seen[snap.Ref.ID] || !owes(snap.Data()) {
+			continue
+		}
+		seen[snap.Ref.ID] = true
+		out = append(out, snap)
+	}
 	return out, nil
+}
+
+// lookBackRefs are the gate documents of every New York date from now −
+// lookBack through New York's tomorrow, newest first.
+func lookBackRefs(coll *firestore.CollectionRef, now time.Time, lookBack time.Duration) []*firestore.DocumentRef {
+	last := gamedate.Today(now).AddDays(1)
+	first := gamedate.Today(now.Add(-lookBack))
+	var refs []*firestore.DocumentRef
+	for d := last; d.Compare(first) >= 0; d = d.AddDays(-1) {
+		refs = append(refs, coll.Doc(d.String()))
+	}
+	return refs
+}
+
+// owes reports whether a gate document may still owe a trigger: not
+// triggered (whoever created it), or a claim left unfinished.
+func owes(data map[string]any) bool {
+	if t, _ := data["_triggered"].(bool); !t {
+		return true
+	}
+	s, _ := data["_trigger_state"].(string)
+	return s == "claimed" || s == "released"
 }
