@@ -131,6 +131,17 @@ DEAD_LETTER=orchestrator-dead-letter
 SWEEP_TOPIC=${PREFIX}orchestrator-sweep
 SECRETS=(slack-webhook-url slack-webhook-url-error slack-webhook-url-warning)
 
+# bq_condition is the IAM condition that limits a BigQuery role to some
+# datasets: gcloud cannot bind a role on a dataset itself.
+bq_condition() { # title, datasets…
+	local title=$1 expr="" d
+	shift
+	for d in "$@"; do
+		expr+="${expr:+ || }resource.name == \"projects/$PROJECT/datasets/$d\" || resource.name.startsWith(\"projects/$PROJECT/datasets/$d/\")"
+	done
+	echo "expression=$expr,title=$title"
+}
+
 # Every entry point, and those a push subscription delivers to.
 ENTRY_POINTS=(Phase2To3 Phase3To4 Phase4To5 PredictionCompletions Sweep Status Health)
 PUSHED=(Phase2To3 Phase3To4 Phase4To5 PredictionCompletions Sweep)
@@ -183,6 +194,14 @@ if $DELETE; then
 	done
 	bound "$RUNTIME" roles/datastore.user gcloud projects get-iam-policy "$PROJECT" &&
 		run gcloud projects remove-iam-policy-binding "$PROJECT" --member "$RUNTIME" --role roles/datastore.user --condition None
+	bound "$RUNTIME" roles/bigquery.jobUser gcloud projects get-iam-policy "$PROJECT" &&
+		run gcloud projects remove-iam-policy-binding "$PROJECT" --member "$RUNTIME" --role roles/bigquery.jobUser --condition None
+	bound "$RUNTIME" roles/bigquery.dataViewer gcloud projects get-iam-policy "$PROJECT" &&
+		run gcloud projects remove-iam-policy-binding "$PROJECT" --member "$RUNTIME" --role roles/bigquery.dataViewer \
+			--condition "$(bq_condition phasegate-data-checks "${bq_read[@]}")"
+	bound "$RUNTIME" roles/bigquery.dataEditor gcloud projects get-iam-policy "$PROJECT" &&
+		run gcloud projects remove-iam-policy-binding "$PROJECT" --member "$RUNTIME" --role roles/bigquery.dataEditor \
+			--condition "$(bq_condition phasegate-history "$BQ_HISTORY_DATASET")"
 	bound "$BUILD" roles/cloudbuild.builds.builder gcloud projects get-iam-policy "$PROJECT" &&
 		run gcloud projects remove-iam-policy-binding "$PROJECT" --member "$BUILD" --role roles/cloudbuild.builds.builder --condition None
 	for sa in "$RUNTIME_SA" "$INVOKER_SA" "$BUILD_SA"; do
@@ -235,18 +254,13 @@ done
 # role on a dataset itself.
 run gcloud projects add-iam-policy-binding "$PROJECT" --member "$RUNTIME" \
 	--role roles/bigquery.jobUser --condition None
-bq_condition() { # title, datasets…
-	local title=$1 expr="" d
-	shift
-	for d in "$@"; do
-		expr+="${expr:+ || }resource.name == \"projects/$PROJECT/datasets/$d\" || resource.name.startsWith(\"projects/$PROJECT/datasets/$d/\")"
-	done
-	echo "expression=$expr,title=$title"
-}
 run gcloud projects add-iam-policy-binding "$PROJECT" --member "$RUNTIME" \
 	--role roles/bigquery.dataViewer --condition "$(bq_condition phasegate-data-checks "${bq_read[@]}")"
-run gcloud projects add-iam-policy-binding "$PROJECT" --member "$RUNTIME" \
-	--role roles/bigquery.dataEditor --condition "$(bq_condition phasegate-history "$BQ_HISTORY_DATASET")"
+# A shadow copy writes no history row (CONTRACT §9): no write access.
+if [[ $MODE == live ]]; then
+	run gcloud projects add-iam-policy-binding "$PROJECT" --member "$RUNTIME" \
+		--role roles/bigquery.dataEditor --condition "$(bq_condition phasegate-history "$BQ_HISTORY_DATASET")"
+fi
 # Build: what Cloud Build needs to build and store the function images, in
 # place of the project's default compute account (often without roles).
 run gcloud projects add-iam-policy-binding "$PROJECT" --member "serviceAccount:$(sa_email "$BUILD_SA")" \

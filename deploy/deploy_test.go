@@ -558,10 +558,11 @@ func addIndex(dir string, args []string) {
 	_ = os.WriteFile(filepath.Join(dir, "indexes.json"), b, 0o644)
 }
 
-// TestRerunConverges runs deploy.sh for real against fakeGcloud twice: the
-// first run creates everything, the second creates nothing and fails on
-// nothing, and neither needs an `|| true`.
-func TestRerunConverges(t *testing.T) {
+// fakeProject is a project kept by fakeGcloud, with the webhook secrets the
+// operator creates, and a function that runs deploy.sh for real against it
+// with extra inputs and arguments and returns the gcloud calls it made.
+func fakeProject(t *testing.T) (string, func(extra map[string]string, args ...string) []string) {
+	t.Helper()
 	state, bin := t.TempDir(), t.TempDir()
 	self, err := os.Executable()
 	if err != nil {
@@ -573,19 +574,31 @@ func TestRerunConverges(t *testing.T) {
 	for _, s := range []string{"slack-webhook-url", "slack-webhook-url-error", "slack-webhook-url-warning"} {
 		writeKey(filepath.Join(state, "secrets."+s)) // created by the operator
 	}
-	deploy := func() []string {
+	return state, func(extra map[string]string, args ...string) []string {
+		t.Helper()
 		_ = os.Remove(filepath.Join(state, "calls.log"))
-		cmd := exec.Command("bash", "deploy.sh")
+		cmd := exec.Command("bash", append([]string{"deploy.sh"}, args...)...)
 		cmd.Env = []string{"PATH=" + bin + ":/usr/bin:/bin", "HOME=" + t.TempDir(), "FAKE_GCLOUD_STATE=" + state}
 		for k, v := range base {
 			cmd.Env = append(cmd.Env, k+"="+v)
 		}
+		for k, v := range extra {
+			cmd.Env = append(cmd.Env, k+"="+v)
+		}
 		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("deploy.sh: %v\n%s", err, out)
+			t.Fatalf("deploy.sh %v %v: %v\n%s", extra, args, err, out)
 		}
 		b, _ := os.ReadFile(filepath.Join(state, "calls.log"))
 		return strings.Split(strings.TrimSpace(string(b)), "\n")
 	}
+}
+
+// TestRerunConverges runs deploy.sh for real against fakeGcloud twice: the
+// first run creates everything, the second creates nothing and fails on
+// nothing, and neither needs an `|| true`.
+func TestRerunConverges(t *testing.T) {
+	_, run := fakeProject(t)
+	deploy := func() []string { return run(nil) }
 	first := deploy()
 	creates := func(calls []string) (n int) {
 		for _, c := range calls {
@@ -611,7 +624,7 @@ func TestRerunConverges(t *testing.T) {
 
 // TestShadowPlan: MODE=shadow with a PREFIX is a copy beside the live
 // deployment — every name it owns prefixed, PHASEGATE_MODE=shadow on every
-// function, and no grant to publish anywhere.
+// function, and no grant to publish anywhere or to write BigQuery.
 func TestShadowPlan(t *testing.T) {
 	cmds := plan(t, map[string]string{"MODE": "shadow", "PREFIX": "shd-"})
 	n := 0
@@ -627,6 +640,10 @@ func TestShadowPlan(t *testing.T) {
 		case is(c, "pubsub", "topics", "add-iam-policy-binding"):
 			if strings.Contains(line, "phasegate-runtime") {
 				t.Errorf("the shadow may publish: %s", line)
+			}
+		case is(c, "projects", "add-iam-policy-binding"):
+			if r, _ := flag(c, "--role"); r == "roles/bigquery.dataEditor" {
+				t.Errorf("the shadow may write history rows: %s", line)
 			}
 		case is(c, "pubsub", "subscriptions", "create"), is(c, "pubsub", "topics", "create") && strings.Contains(c[4], "sweep"):
 			if !strings.HasPrefix(c[4], "shd-") {
@@ -688,33 +705,7 @@ func TestDeletePlan(t *testing.T) {
 // delete removes everything the copy created and nothing of the live
 // one, and a second delete finds nothing to do and does not fail.
 func TestShadowDeployAndDeleteConverge(t *testing.T) {
-	state, bin := t.TempDir(), t.TempDir()
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Symlink(self, filepath.Join(bin, "gcloud")); err != nil {
-		t.Fatal(err)
-	}
-	for _, s := range []string{"slack-webhook-url", "slack-webhook-url-error", "slack-webhook-url-warning"} {
-		writeKey(filepath.Join(state, "secrets."+s))
-	}
-	run := func(extra map[string]string, args ...string) []string {
-		_ = os.Remove(filepath.Join(state, "calls.log"))
-		cmd := exec.Command("bash", append([]string{"deploy.sh"}, args...)...)
-		cmd.Env = []string{"PATH=" + bin + ":/usr/bin:/bin", "HOME=" + t.TempDir(), "FAKE_GCLOUD_STATE=" + state}
-		for k, v := range base {
-			cmd.Env = append(cmd.Env, k+"="+v)
-		}
-		for k, v := range extra {
-			cmd.Env = append(cmd.Env, k+"="+v)
-		}
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("deploy.sh %v %v: %v\n%s", extra, args, err, out)
-		}
-		b, _ := os.ReadFile(filepath.Join(state, "calls.log"))
-		return strings.Split(strings.TrimSpace(string(b)), "\n")
-	}
+	state, run := fakeProject(t)
 	snapshot := func() []string {
 		entries, _ := os.ReadDir(state)
 		var out []string
