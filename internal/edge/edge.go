@@ -68,17 +68,18 @@ func (e *Edge) classify(ctx context.Context, entryPoint string, m envelope.Messa
 	case kind == errs.Invalid:
 		reason := errs.ReasonOf(err)
 		e.Metrics.Inc(entryPoint + ".invalid")
-		e.Log.WarnContext(ctx, "bad input acknowledged and dead-lettered", "reason", reason, "error", err.Error())
+		e.Log.WarnContext(ctx, "bad input acknowledged and dead-lettered", "outcome", "dead_lettered", "reason", reason, "error", err.Error())
 		if dlErr := e.deadLetter(ctx, entryPoint, m, reason); dlErr != nil {
 			// Without the copy the message would be lost: let Pub/Sub retry.
 			e.Metrics.Inc(entryPoint + ".dead_letter_failed")
-			e.Log.ErrorContext(ctx, "dead-letter publish failed; asking for redelivery", "error", dlErr.Error())
+			e.Log.ErrorContext(ctx, "dead-letter publish failed; asking for redelivery", "outcome", "retry",
+				"reason", "dead_letter_failed", "error", dlErr.Error())
 			return http.StatusServiceUnavailable
 		}
 		return http.StatusOK
 	default:
 		e.Metrics.Inc(entryPoint + ".retry")
-		e.Log.ErrorContext(ctx, "transient failure; Pub/Sub will redeliver", "reason", errs.ReasonOf(err), "error", err.Error())
+		e.Log.ErrorContext(ctx, "transient failure; Pub/Sub will redeliver", "outcome", "retry", "reason", errs.ReasonOf(err), "error", err.Error())
 		return http.StatusInternalServerError
 	}
 }

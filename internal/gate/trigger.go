@@ -68,7 +68,7 @@ func (g *Gate) publishAndConfirm(ctx context.Context, date gamedate.Date, ref *f
 	}
 	g.Metrics.Inc(g.phase.Name + ".triggered")
 	g.Log.InfoContext(ctx, "next phase triggered", "trigger_id", st.triggerID, "trigger_reason", msg.TriggerReason,
-		"missing_processors", msg.MissingProcessors, "pubsub_message_id", id, "mode", msg.Mode)
+		"is_partial", msg.IsPartial, "missing_processors", msg.MissingProcessors, "pubsub_message_id", id, "mode", msg.Mode)
 	out.TriggerID, out.Reason, out.Missing = st.triggerID, msg.TriggerReason, msg.MissingProcessors
 	return out, nil
 }

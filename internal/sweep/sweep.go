@@ -95,7 +95,7 @@ type Report struct {
 // Handle is the Sweep entry point; the message's content does not matter.
 func (s *Sweeper) Handle(ctx context.Context, _ envelope.Message) error {
 	r, err := s.Run(ctx)
-	s.Log.InfoContext(ctx, "sweep finished", "visited", r.Visited, "triggered", r.Triggered,
+	s.Log.InfoContext(ctx, "sweep finished", "complete", err == nil, "visited", r.Visited, "triggered", r.Triggered,
 		"waiting", r.Waiting, "blocked", r.Blocked, "failed", r.Failed, "batches", r.Batches, "alerts_sent", r.Alerts,
 		"overdue_raised", r.Overdue, "overdue_resolved", r.OverdueResolved, "history_rows", r.History,
 		"query_failed", r.QueryFailed)
