@@ -27,6 +27,9 @@
 #   OPERATORS         optional IAM members (comma-separated, e.g.
 #                     group:data-platform@example.com) allowed to call Status
 #                     and Health
+#   NOTIFICATION_CHANNELS optional Cloud Monitoring notification channels
+#                     (comma-separated projects/…/notificationChannels/…)
+#                     the alert policies of deploy/monitoring notify
 #
 # The Slack webhook URLs come from the Secret Manager secrets
 # slack-webhook-url, slack-webhook-url-error and slack-webhook-url-warning,
@@ -100,6 +103,9 @@ IFS=, read -ra bq_read <<<"$BQ_READ_DATASETS"
 for d in "${bq_read[@]}" "$BQ_HISTORY_DATASET"; do
 	[[ $d =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] || die_usage "BigQuery dataset '$d' is not a dataset name"
 done
+NOTIFICATION_CHANNELS=${NOTIFICATION_CHANNELS:-}
+[[ -z $NOTIFICATION_CHANNELS || $NOTIFICATION_CHANNELS =~ ^projects/[^,/]+/notificationChannels/[^,/]+(,projects/[^,/]+/notificationChannels/[^,/]+)*$ ]] ||
+	die_usage "NOTIFICATION_CHANNELS must be comma-separated projects/PROJECT/notificationChannels/ID names"
 
 # Any failed command ends the run with status 1 (gcloud's own codes vary).
 trap 'echo "deploy.sh: failed: $BASH_COMMAND" >&2; exit 1' ERR
@@ -435,5 +441,33 @@ if exists gcloud scheduler jobs describe "${PREFIX}orchestrator-sweep" --locatio
 else
 	run gcloud scheduler jobs create pubsub "${PREFIX}orchestrator-sweep" "${job[@]}"
 fi
+
+# --- Monitoring: log-based metrics and alert policies -------------------------
+# One set per project, whatever the PREFIX: the metrics count every phasegate
+# function's lines. A metric is created or updated from its file. A policy
+# is found by its display name (`policies create` would add a duplicate on
+# every run) and then replaced from its file, or created.
+for f in deploy/monitoring/metrics/*.yaml; do
+	m=$(basename "$f" .yaml)
+	if exists gcloud logging metrics describe "$m" "${P[@]}"; then
+		run gcloud logging metrics update "$m" --config-from-file "$f" "${P[@]}"
+	else
+		run gcloud logging metrics create "$m" --config-from-file "$f" "${P[@]}"
+	fi
+done
+for f in deploy/monitoring/policies/*.json; do
+	title=$(jq -r .displayName "$f")
+	found=()
+	$DRY_RUN || mapfile -t found < <(gcloud alpha monitoring policies list --filter "displayName=\"$title\"" \
+		--format 'value(name)' "${P[@]}")
+	if ((${#found[@]} > 0)); then
+		((${#found[@]} == 1)) || echo "deploy.sh: ${#found[@]} policies are named '$title'; updating ${found[0]}" >&2
+		run gcloud alpha monitoring policies update "${found[0]}" --policy-from-file "$f" \
+			${NOTIFICATION_CHANNELS:+--set-notification-channels "$NOTIFICATION_CHANNELS"} "${P[@]}"
+	else
+		run gcloud alpha monitoring policies create --policy-from-file "$f" \
+			${NOTIFICATION_CHANNELS:+--notification-channels "$NOTIFICATION_CHANNELS"} "${P[@]}"
+	fi
+done
 
 $DRY_RUN || echo "deploy.sh: done; phasegate ${PREFIX:+($PREFIX) }is deployed in $PROJECT/$REGION" >&2

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -115,7 +116,8 @@ func TestPlanParsesWithTheRealCLI(t *testing.T) {
 	var cmds [][]string
 	for _, extra := range []map[string]string{
 		nil,
-		{"PREFIX": prefix, "PHASES": "phase3_to_phase4,prediction_batch", "CONFIG": "deploy/firestore.indexes.json", "OPERATORS": "group:ops@example.com,user:a@example.com"},
+		{"PREFIX": prefix, "PHASES": "phase3_to_phase4,prediction_batch", "CONFIG": "deploy/firestore.indexes.json", "OPERATORS": "group:ops@example.com,user:a@example.com",
+			"NOTIFICATION_CHANNELS": "projects/proj-1/notificationChannels/123,projects/proj-1/notificationChannels/456"},
 	} {
 		for _, c := range plan(t, extra) {
 			if k := strings.ReplaceAll(strings.Join(c, "\x00"), prefix, ""); !seen[k] {
@@ -141,6 +143,7 @@ func TestPlanParsesWithTheRealCLI(t *testing.T) {
 		wg.Go(func() {
 			for c := range work {
 				cmd := exec.Command(gcloud, c[1:]...)
+				cmd.Dir = ".." // deploy.sh runs from the repository root, and so do its file arguments
 				cmd.Env = append(os.Environ(), "CLOUDSDK_CONFIG="+cfg, "CLOUDSDK_CORE_DISABLE_PROMPTS=1",
 					"CLOUDSDK_COMPONENT_MANAGER_DISABLE_UPDATE_CHECK=1", "CLOUDSDK_CORE_DISABLE_USAGE_REPORTING=1")
 				out, _ := cmd.CombinedOutput()
@@ -282,7 +285,36 @@ func TestPlanRules(t *testing.T) {
 				}
 			}
 			checkIndexes(t, cmds)
+			checkMonitoring(t, cmds)
 		})
+	}
+}
+
+// checkMonitoring: every metric and policy file of deploy/monitoring has
+// its create command.
+func checkMonitoring(t *testing.T, cmds [][]string) {
+	t.Helper()
+	metrics, _ := filepath.Glob("monitoring/metrics/*.yaml")
+	policies, _ := filepath.Glob("monitoring/policies/*.json")
+	if len(metrics) == 0 || len(policies) == 0 {
+		t.Fatal("no metrics or policies under deploy/monitoring")
+	}
+	for _, f := range metrics {
+		name := strings.TrimSuffix(filepath.Base(f), ".yaml")
+		if !slices.ContainsFunc(cmds, func(c []string) bool {
+			file, _ := flag(c, "--config-from-file")
+			return is(c, "logging", "metrics", "create", name) && file == "deploy/"+f
+		}) {
+			t.Errorf("no command creates the metric %s from %s", name, f)
+		}
+	}
+	for _, f := range policies {
+		if !slices.ContainsFunc(cmds, func(c []string) bool {
+			file, _ := flag(c, "--policy-from-file")
+			return is(c, "alpha", "monitoring", "policies", "create") && file == "deploy/"+f
+		}) {
+			t.Errorf("no command creates the policy of %s", f)
+		}
 	}
 }
 
@@ -413,7 +445,30 @@ func fakeGcloud(dir string, args []string) int {
 			name = g + " " + strings.Join(fc, " ")
 		}
 	}
-	key := filepath.Join(dir, group+"."+strings.NewReplacer("/", "_", " ", "_", "=", "_", ",", "_").Replace(name))
+	clean := strings.NewReplacer("/", "_", " ", "_", "=", "_", ",", "_").Replace
+	if group == "alpha.monitoring.policies" {
+		// A policy's id is server-assigned; deploy.sh finds it by display
+		// name, which this fake uses as the id.
+		switch verb {
+		case "create":
+			file, _ := flag(args, "--policy-from-file")
+			b, _ := os.ReadFile(file)
+			var p struct{ DisplayName string }
+			_ = json.Unmarshal(b, &p)
+			name = clean(p.DisplayName)
+		case "list":
+			filter, _ := flag(args, "--filter")
+			title, _ := strings.CutPrefix(filter, "displayName=")
+			title, _ = strconv.Unquote(title)
+			if _, err := os.Stat(filepath.Join(dir, group+"."+clean(title))); err == nil {
+				fmt.Println("projects/proj-1/alertPolicies/" + clean(title))
+			}
+			return 0
+		case "update":
+			name = name[strings.LastIndex(name, "/")+1:]
+		}
+	}
+	key := filepath.Join(dir, group+"."+clean(name))
 	_, err := os.Stat(key)
 	exists := err == nil
 	switch verb {
@@ -615,7 +670,8 @@ func TestRerunConverges(t *testing.T) {
 	if n := creates(second); n != 0 {
 		t.Errorf("the second run created %d things again:\n%s", n, strings.Join(second, "\n"))
 	}
-	for _, want := range []string{"pubsub subscriptions update phasegate-phase3to4", "scheduler jobs update pubsub orchestrator-sweep", "functions deploy sweep"} {
+	for _, want := range []string{"pubsub subscriptions update phasegate-phase3to4", "scheduler jobs update pubsub orchestrator-sweep", "functions deploy sweep",
+		"logging metrics update phasegate_sweeps", "alpha monitoring policies update projects/proj-1/alertPolicies/phasegate:_no_sweep_for_15_minutes"} {
 		if !slices.ContainsFunc(second, func(c string) bool { return strings.HasPrefix(c, want) }) {
 			t.Errorf("the second run did not converge %q", want)
 		}
