@@ -234,6 +234,17 @@ func runDemo(ctx context.Context, out io.Writer, o demoOptions) error {
 		}
 	}
 	fmt.Fprintln(out, "the day ended as expected: one trigger per phase, each with its manifest")
+	// The scheduler's sweep keeps running after the last event; Health
+	// reports a sweep older than 15 minutes as degraded.
+	if code, err := post(ctx, base+"/Sweep", "demo-last-sweep", nil); err != nil || code >= 300 {
+		return fmt.Errorf("demo: the last sweep answered %d: %v", code, err)
+	}
+	health, err := get(ctx, base+"/Health")
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "\nGET /Health at the end of the night (%s New York, after the scheduler's sweep):\n%s",
+		clk.Now().In(ny).Format("15:04"), health)
 	pageURL := base + "/Status?date=" + gameDate
 	if o.atEnd != nil {
 		return o.atEnd(ctx, pageURL)
@@ -247,6 +258,21 @@ func runDemo(ctx context.Context, out io.Writer, o demoOptions) error {
 	case <-time.After(o.linger):
 	}
 	return nil
+}
+
+// get returns the body of a GET.
+func get(ctx context.Context, url string) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return string(b), err
 }
 
 const demoBatchID = "batch_2026-01-19_1768892400"
