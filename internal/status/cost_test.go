@@ -43,7 +43,9 @@ func TestStatusPageReadCost(t *testing.T) {
 	total, methods, docs := page()
 	t.Logf("the page of today and yesterday, one batch of %d completions: %d RPCs %v, %d documents read", players, total, methods, docs)
 	complete(players, 2*players)
-	if _, _, more := page(); more != docs {
+	// An instance that has not seen the batch reads its document once more
+	// first (its shard count), so the second page may read one fewer.
+	if _, _, more := page(); more > docs {
 		t.Errorf("with %d completions the page read %d documents, with %d %d", players, docs, 2*players, more)
 	}
 	if n := methods["/google.firestore.v1.Firestore/BatchGetDocuments"]; n < 1 {
