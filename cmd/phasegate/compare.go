@@ -4,10 +4,10 @@ import (
 	"fmt"
 	"time"
 
-	"cloud.google.com/go/firestore"
 	"github.com/spf13/cobra"
 
 	"github.com/phasegate/phasegate/internal/compare"
+	"github.com/phasegate/phasegate/internal/emulator"
 	"github.com/phasegate/phasegate/internal/gamedate"
 	"github.com/phasegate/phasegate/internal/status"
 )
@@ -43,7 +43,7 @@ Exit status: 0 nothing differs, 1 something differs (improvements included),
 			if err != nil {
 				return err
 			}
-			fs, err := firestore.NewClient(cmd.Context(), cfg.ProjectID)
+			fs, err := emulator.NewFirestore(cmd.Context(), cfg.ProjectID)
 			if err != nil {
 				return exitWith(3, fmt.Errorf("compare: firestore: %w", err))
 			}
