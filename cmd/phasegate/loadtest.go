@@ -65,7 +65,7 @@ PUBSUB_EMULATOR_HOST are set.`,
 	fl.DurationVar(&f.window, "window", 300*time.Second, "the batch's completions arrive evenly over this window in paced runs")
 	fl.IntVar(&f.rate, "arrival-rate", 0, "BATCH_ARRIVAL_RATE for the instances (0: players/window, rounded up)")
 	fl.StringVar(&f.unpaced, "unpaced", "1x1,1x8,1x80,4x1,4x8,4x80", "unpaced runs, as KxC (instances x concurrency), comma-separated")
-	fl.StringVar(&f.paced, "paced", "4x8", "paced runs at the default pace, as KxC")
+	fl.StringVar(&f.paced, "paced", "2x80", "paced runs at the default pace, as KxC")
 	fl.IntVar(&f.shortRuns, "short-runs", 5, "short paced runs per paced configuration, for the latency")
 	fl.IntVar(&f.shortPlayers, "short-players", 1000, "players in each short paced run")
 	fl.IntVar(&f.outstanding, "outstanding", 0, "unpaced: deliveries in flight at once (0: 2·K·C, at least 16, at most 400)")
