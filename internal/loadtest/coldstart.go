@@ -37,8 +37,14 @@ func (c *Cold) String() string {
 // does: the source copied, a generated main under functions.local/app, one
 // go build. It returns the binary's path.
 func BuildFunction(ctx context.Context, dir string) (string, error) {
-	src := filepath.Join(dir, buildpack.SourceDir)
-	_ = os.RemoveAll(src)
+	// The copy lives outside the repository: tests that walk the tree
+	// must not find a second, stale one.
+	tmp, err := os.MkdirTemp("", "phasegate-buildpack-")
+	if err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(tmp)
+	src := filepath.Join(tmp, buildpack.SourceDir)
 	files, err := exec.CommandContext(ctx, "git", "ls-files", "-z").Output()
 	if err != nil {
 		return "", fmt.Errorf("git ls-files: %w", err)
