@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
+	"time"
 
 	"github.com/phasegate/phasegate/internal/apptest"
 	"github.com/phasegate/phasegate/internal/batch"
@@ -30,6 +31,7 @@ func TestStatusReadCost(t *testing.T) {
 		players[i] = player(i)
 	}
 	deliver(t, e, "cost", players, 50)
+	waitArray(t, e, "cost", min(n, e.App.Cfg.Batch.ArrayCap))
 	h, _ := e.App.Handler("Status")
 	get := func(url string) map[string]any {
 		t.Helper()
@@ -68,6 +70,7 @@ func TestStatusCompletionPages(t *testing.T) {
 		players[i] = player(i)
 	}
 	deliver(t, e, "pages", players, 20)
+	waitArray(t, e, "pages", len(players))
 	h, _ := e.App.Handler("Status")
 	seen := map[string]int{}
 	token, pages := "", 0
@@ -109,5 +112,22 @@ func TestStatusCompletionPages(t *testing.T) {
 		if w.Code != http.StatusBadRequest {
 			t.Errorf("%s: %d, want 400", bad, w.Code)
 		}
+	}
+}
+
+// waitArray waits until the capped array, merged in the background, holds
+// want players: a merge still running would add its reads to the ones a
+// test measures.
+func waitArray(t *testing.T, e *apptest.Env, id string, want int) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		arr, _ := batchDoc(t, e, id)["completed_players"].([]any)
+		if len(arr) == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the array of %s holds %d players after 30 s, want %d", id, len(arr), want)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
