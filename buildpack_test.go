@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/phasegate/phasegate/internal/buildpack"
+	"github.com/phasegate/phasegate/internal/emulator"
 	"github.com/phasegate/phasegate/internal/envelope"
 	"github.com/phasegate/phasegate/internal/testenv"
 )
@@ -205,12 +206,11 @@ func goCmd(t *testing.T, dir string, args ...string) string {
 // once it accepts connections.
 func startFunction(t *testing.T, bin, target, project string) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ports, err := emulator.FreePorts(1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
+	port := ports[0]
 	cmd := exec.Command(bin)
 	cmd.Env = append(os.Environ(), "FUNCTION_TARGET="+target, fmt.Sprintf("PORT=%d", port), "GCP_PROJECT="+project)
 	var logs bytes.Buffer

@@ -3,13 +3,13 @@ package phasegate
 import (
 	"bytes"
 	"fmt"
-	"net"
 	"net/http"
 	"testing"
 	"time"
 
 	"github.com/GoogleCloudPlatform/functions-framework-go/funcframework"
 
+	"github.com/phasegate/phasegate/internal/emulator"
 	"github.com/phasegate/phasegate/internal/envelope"
 	"github.com/phasegate/phasegate/internal/testenv"
 )
@@ -21,12 +21,11 @@ func TestMain(m *testing.M) { testenv.Main(m) }
 // framework serves each at /<name> when FUNCTION_TARGET is unset).
 func TestFunctionsFrameworkServesEveryEntryPoint(t *testing.T) {
 	t.Setenv("GCP_PROJECT", testenv.Project(t))
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ports, err := emulator.FreePorts(1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
+	port := ports[0]
 	go func() { _ = funcframework.StartHostPort("127.0.0.1", fmt.Sprint(port)) }()
 	base := fmt.Sprintf("http://127.0.0.1:%d/", port)
 	push := envelope.PushBody("m1", []byte(`{"player_lookup":"x","game_date":"2026-01-19","batch_id":"b"}`), nil, time.Now())

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/phasegate/phasegate/internal/apptest"
 	"github.com/phasegate/phasegate/internal/config"
+	"github.com/phasegate/phasegate/internal/emulator"
 	"github.com/phasegate/phasegate/internal/legacytest"
 )
 
@@ -177,12 +177,11 @@ func TestComparePlantedDifference(t *testing.T) {
 
 // Firestore that cannot be read: exit status 3.
 func TestCompareCannotRead(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ports, err := emulator.FreePorts(1) // nothing listens there
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := ln.Addr().String()
-	ln.Close() // nothing listens there now
+	addr := fmt.Sprintf("127.0.0.1:%d", ports[0])
 	t.Setenv("FIRESTORE_EMULATOR_HOST", addr)
 	t.Setenv("GCP_PROJECT", "p-unreadable")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

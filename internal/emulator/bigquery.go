@@ -41,7 +41,7 @@ type BigQuery struct {
 // StartBigQuery launches bin for project on free loopback ports and waits
 // until GET /projects/{project}/datasets answers.
 func StartBigQuery(ctx context.Context, bin, project, logDir string) (*BigQuery, error) {
-	ports, err := freePorts(2)
+	ports, err := FreePorts(2)
 	if err != nil {
 		return nil, err
 	}

@@ -72,7 +72,7 @@ func Start(ctx context.Context, logDir string) (*Emulators, error) {
 		return nil, errors.New("emulator: java not on PATH; the emulators need Java 17 or later")
 	}
 	e := &Emulators{}
-	ports, err := freePorts(2)
+	ports, err := FreePorts(2)
 	if err != nil {
 		return nil, err
 	}
@@ -143,8 +143,9 @@ func (e *Emulators) Stop() {
 	e.procs = nil
 }
 
-// freePorts returns n distinct free loopback ports.
-func freePorts(n int) ([]int, error) {
+// FreePorts returns n distinct free loopback ports, for a process about to
+// listen on them.
+func FreePorts(n int) ([]int, error) {
 	var out []int
 	for range n {
 		l, err := net.Listen("tcp", "127.0.0.1:0")

@@ -16,6 +16,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/phasegate/phasegate/internal/emulator"
 )
 
 // Launcher says how to start one instance listening on a port.
@@ -77,14 +79,12 @@ type Fleet struct {
 // and waits until every one answers.
 func StartFleet(ctx context.Context, l Launcher, env []string, logDir, name string, k, c int) (*Fleet, error) {
 	f := &Fleet{L: l, Env: env, LogDir: logDir, Name: name}
-	for i := range k {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			f.Stop()
-			return nil, err
-		}
-		addr := ln.Addr().String()
-		ln.Close()
+	ports, err := emulator.FreePorts(k)
+	if err != nil {
+		return nil, err
+	}
+	for i, port := range ports {
+		addr := fmt.Sprintf("127.0.0.1:%d", port)
 		in := &Instance{ID: i, Addr: addr, slots: make(chan struct{}, c)}
 		f.Instances = append(f.Instances, in)
 	}
