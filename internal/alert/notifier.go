@@ -96,6 +96,10 @@ func WithBreaker(failures int, openFor time.Duration) Option {
 	return func(n *Notifier) { n.failures, n.openFor = uint32(max(failures, 1)), openFor }
 }
 
+// WithTransport sends every post through rt (a test injects faults at
+// the HTTP boundary).
+func WithTransport(rt http.RoundTripper) Option { return func(n *Notifier) { n.client.Transport = rt } }
+
 // WithRecorder records every breaker transition with r.
 func WithRecorder(r BreakerRecorder) Option { return func(n *Notifier) { n.rec = r } }
 

@@ -26,7 +26,7 @@ import (
 	"github.com/phasegate/phasegate/internal/datacheck"
 	"github.com/phasegate/phasegate/internal/dedup"
 	"github.com/phasegate/phasegate/internal/edge"
-	"github.com/phasegate/phasegate/internal/emulator"
+	"github.com/phasegate/phasegate/internal/fsclient"
 	"github.com/phasegate/phasegate/internal/gate"
 	"github.com/phasegate/phasegate/internal/history"
 	"github.com/phasegate/phasegate/internal/logging"
@@ -52,6 +52,9 @@ type Options struct {
 	FirestoreOptions []option.ClientOption
 	// BigQueryOptions are passed to the BigQuery client.
 	BigQueryOptions []option.ClientOption
+	// PubSubOptions are passed to the Pub/Sub client (a test intercepts
+	// its RPCs).
+	PubSubOptions []option.ClientOption
 }
 
 // App holds the shared clients and the handlers built on them.
@@ -79,6 +82,7 @@ type App struct {
 	Log      *slog.Logger
 	Metrics  *metrics.Registry
 
+	clients  *fsclient.Clients
 	handlers map[string]http.Handler
 	order    []string
 }
@@ -105,19 +109,20 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*App, error) {
 	if project == "" {
 		project = firestore.DetectProjectID
 	}
-	fs, err := emulator.NewFirestore(ctx, project, o.FirestoreOptions...)
+	clients, err := fsclient.Open(ctx, project, o.FirestoreOptions...)
 	if err != nil {
-		return nil, fmt.Errorf("app: firestore: %w", err)
+		return nil, fmt.Errorf("app: %w", err)
 	}
+	fs := clients.FS
 	if cfg.ProjectID == "" {
-		return nil, errors.Join(fs.Close(), errors.New("app: set GCP_PROJECT or GOOGLE_CLOUD_PROJECT"))
+		return nil, errors.Join(clients.Close(), errors.New("app: set GCP_PROJECT or GOOGLE_CLOUD_PROJECT"))
 	}
 	emulated := os.Getenv("PUBSUB_EMULATOR_HOST") != ""
-	b, err := bus.New(ctx, cfg.ProjectID, emulated)
+	b, err := bus.New(ctx, cfg.ProjectID, emulated, o.PubSubOptions...)
 	if err != nil {
-		return nil, errors.Join(fs.Close(), err)
+		return nil, errors.Join(clients.Close(), err)
 	}
-	a := &App{Cfg: cfg, FS: fs, Bus: b, Clock: o.Clock, Log: o.Log, Metrics: o.Metrics, handlers: map[string]http.Handler{}}
+	a := &App{Cfg: cfg, FS: fs, clients: clients, Bus: b, Clock: o.Clock, Log: o.Log, Metrics: o.Metrics, handlers: map[string]http.Handler{}}
 	var pub edge.Publisher = b
 	if o.WrapPublisher != nil {
 		pub = o.WrapPublisher(pub)
@@ -132,7 +137,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*App, error) {
 	cfg.MarkOwned()
 	keys := dedup.New(fs, cfg.Idempotency, out.names)
 	if err := a.openBigQuery(ctx, o, out); err != nil {
-		return nil, errors.Join(err, fs.Close(), b.Close())
+		return nil, errors.Join(err, clients.Close(), b.Close())
 	}
 	for i := range cfg.Phases {
 		d := gate.Deps{
@@ -150,14 +155,11 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*App, error) {
 		a.handle(g.Phase().EntryPoint, a.Edge.Handler(g.Phase().EntryPoint, g.Handle))
 	}
 	bd := batch.Deps{Firestore: fs, Publisher: pub, Alerts: a.Alerts, Clock: o.Clock,
-		Log: o.Log, Metrics: o.Metrics, Config: cfg, Fault: o.Fault}
+		Log: o.Log, Metrics: o.Metrics, Config: cfg, Fault: o.Fault, Raw: clients.Raw}
 	if a.History != nil {
 		bd.History = a.History
 	}
-	a.Batches, err = batch.New(ctx, bd)
-	if err != nil {
-		return nil, errors.Join(err, fs.Close(), b.Close())
-	}
+	a.Batches = batch.New(bd)
 	a.handle("PredictionCompletions", a.Edge.Handler("PredictionCompletions", a.Batches.Handle))
 	a.Sweeper = &sweep.Sweeper{FS: fs, Alerts: a.Alerts, Heartbeat: a.Ops, Clock: o.Clock, Cfg: cfg.Sweep, Names: out.names, Log: o.Log, Metrics: o.Metrics}
 	if a.History != nil {
@@ -250,7 +252,8 @@ func (a *App) Mux() *http.ServeMux {
 
 // Close releases the clients.
 func (a *App) Close() error {
-	errs := []error{a.FS.Close(), a.Bus.Close(), a.Batches.Close()}
+	a.Batches.Close()
+	errs := []error{a.clients.Close(), a.Bus.Close()}
 	if a.BigQuery != nil {
 		errs = append(errs, a.BigQuery.Close())
 	}

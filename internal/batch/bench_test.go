@@ -22,6 +22,7 @@ import (
 	"github.com/phasegate/phasegate/internal/batch"
 	"github.com/phasegate/phasegate/internal/clock"
 	"github.com/phasegate/phasegate/internal/config"
+	"github.com/phasegate/phasegate/internal/fsclient"
 	"github.com/phasegate/phasegate/internal/emulator"
 	"github.com/phasegate/phasegate/internal/metrics"
 	"github.com/phasegate/phasegate/internal/testenv"
@@ -246,11 +247,13 @@ func runPhasegate(mode func(*config.Config)) func(b *testing.B, w *world, player
 		cfg.ProjectID = w.project
 		mode(cfg)
 		pub := &recorder{}
-		t, err := batch.New(ctx, batch.Deps{Firestore: w.fs, Publisher: pub, Alerts: quietAlerts{}, Clock: clock.Real{},
-			Metrics: &metrics.Registry{}, Config: cfg, RawOptions: w.opts})
+		clients, err := fsclient.Open(ctx, w.project, w.opts...)
 		if err != nil {
 			b.Fatal(err)
 		}
+		defer clients.Close()
+		t := batch.New(batch.Deps{Firestore: w.fs, Publisher: pub, Alerts: quietAlerts{}, Clock: clock.Real{},
+			Metrics: &metrics.Registry{}, Config: cfg, Raw: clients.Raw})
 		defer t.Close()
 		w.createBatch(b, len(players))
 		lost := fanOut(players, 100, func(p string) error {

@@ -3,25 +3,20 @@ package batch
 import (
 	"context"
 	"errors"
-	"fmt"
 	"hash/fnv"
 	"log/slog"
 	"math"
-	"os"
 	"strconv"
 	"sync"
 
 	"cloud.google.com/go/firestore"
 	vkit "cloud.google.com/go/firestore/apiv1"
 	"golang.org/x/sync/singleflight"
-	"google.golang.org/api/option"
-	"google.golang.org/grpc"
 
 	"github.com/phasegate/phasegate/internal/alert"
 	"github.com/phasegate/phasegate/internal/clock"
 	"github.com/phasegate/phasegate/internal/config"
 	"github.com/phasegate/phasegate/internal/docid"
-	"github.com/phasegate/phasegate/internal/emulator"
 	"github.com/phasegate/phasegate/internal/envelope"
 	"github.com/phasegate/phasegate/internal/errs"
 	"github.com/phasegate/phasegate/internal/history"
@@ -103,9 +98,10 @@ type Deps struct {
 	// Fault, when set, is consulted at each step of the completion protocol;
 	// an error stops the attempt there as a crash would. Tests use it.
 	Fault func(step string) error
-	// RawOptions are passed to the low-level client after the Tracker's own
-	// (a benchmark counts writes with an interceptor).
-	RawOptions []option.ClientOption
+	// Raw is the low-level client on the same project, for the single-RPC
+	// commits whose transform results the fast path reads; its owner
+	// closes it.
+	Raw *vkit.Client
 }
 
 // Steps at which Deps.Fault is consulted.
@@ -118,7 +114,6 @@ const (
 type Tracker struct {
 	Deps
 	raw    *vkit.Client
-	conn   *grpc.ClientConn // ours to close when talking to the emulator
 	cache  *cache
 	flight singleflight.Group
 	// stopping ends background merges when the Tracker closes.
@@ -127,9 +122,8 @@ type Tracker struct {
 	merges   sync.WaitGroup
 }
 
-// New returns a Tracker. It opens a low-level Firestore client for the
-// single-RPC commits whose transform results the fast path reads.
-func New(ctx context.Context, d Deps) (*Tracker, error) {
+// New returns a Tracker committing through d.Raw.
+func New(d Deps) *Tracker {
 	if d.Clock == nil {
 		d.Clock = clock.Real{}
 	}
@@ -139,40 +133,18 @@ func New(ctx context.Context, d Deps) (*Tracker, error) {
 	if d.Log == nil {
 		d.Log = slog.New(slog.DiscardHandler)
 	}
-	t := &Tracker{Deps: d, cache: newCache(4096)}
+	t := &Tracker{Deps: d, raw: d.Raw, cache: newCache(4096)}
 	t.stopping, t.stop = context.WithCancel(context.Background())
-	var opts []option.ClientOption
-	if addr := os.Getenv("FIRESTORE_EMULATOR_HOST"); addr != "" {
-		conn, err := emulator.FirestoreConn(addr)
-		if err != nil {
-			return nil, fmt.Errorf("batch: %w", err)
-		}
-		t.conn = conn
-		opts = append(opts, option.WithGRPCConn(conn))
-	}
-	raw, err := vkit.NewClient(ctx, append(opts, d.RawOptions...)...)
-	if err != nil {
-		if t.conn != nil {
-			_ = t.conn.Close()
-		}
-		return nil, fmt.Errorf("batch: firestore client: %w", err)
-	}
-	t.raw = raw
-	return t, nil
+	return t
 }
 
-// Close releases the low-level client.
-func (t *Tracker) Close() error {
-	if t == nil || t.raw == nil {
-		return nil
+// Close ends background merges.
+func (t *Tracker) Close() {
+	if t == nil {
+		return
 	}
 	t.stop()
 	t.merges.Wait()
-	err := t.raw.Close()
-	if t.conn != nil {
-		_ = t.conn.Close() // may already be closed by raw.Close
-	}
-	return err
 }
 
 // Mode is where a batch's completions are written and counted from

@@ -16,6 +16,7 @@ import (
 
 	"cloud.google.com/go/pubsub/v2"
 	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
+	"google.golang.org/api/option"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -34,8 +35,8 @@ type Bus struct {
 // With createTopics, a topic is created on first use when missing, which is
 // what a local run against the emulator needs; deploy scripts create them in
 // production.
-func New(ctx context.Context, project string, createTopics bool) (*Bus, error) {
-	c, err := pubsub.NewClient(ctx, project)
+func New(ctx context.Context, project string, createTopics bool, opts ...option.ClientOption) (*Bus, error) {
+	c, err := pubsub.NewClient(ctx, project, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("bus: connect: %w", err)
 	}

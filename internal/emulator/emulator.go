@@ -20,8 +20,8 @@ import (
 	"cloud.google.com/go/firestore"
 	"google.golang.org/api/option"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/phasegate/phasegate/internal/fsclient"
 	"github.com/phasegate/phasegate/internal/indexcheck"
 )
 
@@ -180,27 +180,24 @@ func waitReady(ctx context.Context, host string) error {
 	}
 }
 
-// FirestoreConn dials the Firestore emulator at host with the credentials the
-// client library itself uses there ("Bearer owner"), for code that needs its
-// own connection: the low-level client, or a test's counting interceptors.
-//
-// When PHASEGATE_QUERY_LOG names a file, the connection records the shape of
-// every query it sends there (internal/indexcheck), so that the tests prove
-// each query has its index.
-func FirestoreConn(host string, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
-	opts = append(append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithPerRPCCredentials(owner{})}, indexcheck.DialOptions()...), opts...)
-	conn, err := grpc.NewClient(host, opts...)
-	if err != nil {
-		return nil, fmt.Errorf("emulator: dial firestore at %s: %w", host, err)
-	}
-	return conn, nil
+func init() {
+	// Every Firestore connection a binary that links this package opens on
+	// the emulator records its queries when PHASEGATE_QUERY_LOG names a
+	// file: the tests prove each query has its index.
+	fsclient.Intercept(indexcheck.DialOptions)
 }
 
-// NewFirestore is how phasegate creates a Firestore client: as
-// firestore.NewClient does, but on the emulator through FirestoreConn, so
-// that the index check sees its queries (the client library dials the
-// emulator itself and would ignore dial options).
+// FirestoreConn dials the Firestore emulator at host with the credentials the
+// client library itself uses there ("Bearer owner"), for code that needs its
+// own connection: a test's counting or failing interceptors.
+func FirestoreConn(host string, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
+	return fsclient.Conn(host, opts...)
+}
+
+// NewFirestore creates a Firestore client as firestore.NewClient does, but on
+// the emulator through FirestoreConn, so that the index check sees its
+// queries (the client library dials the emulator itself and would ignore
+// dial options).
 func NewFirestore(ctx context.Context, project string, opts ...option.ClientOption) (*firestore.Client, error) {
 	if host := os.Getenv("FIRESTORE_EMULATOR_HOST"); host != "" {
 		conn, err := FirestoreConn(host)
@@ -211,11 +208,3 @@ func NewFirestore(ctx context.Context, project string, opts ...option.ClientOpti
 	}
 	return firestore.NewClient(ctx, project, opts...)
 }
-
-type owner struct{}
-
-func (owner) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
-	return map[string]string{"authorization": "Bearer owner"}, nil
-}
-
-func (owner) RequireTransportSecurity() bool { return false }

@@ -98,11 +98,12 @@ func TestRecordedQueryWithoutIndexFails(t *testing.T) {
 	t.Log(err)
 }
 
-// Every Firestore client phasegate creates goes through internal/emulator,
-// so that on the emulator its queries are recorded and checked: a client
-// made with firestore.NewClient elsewhere would escape the check, unless
-// the file hands it a connection from emulator.FirestoreConn (a test's own
-// interceptors, the batch tracker's low-level client).
+// Every Firestore client phasegate creates is made on a connection from
+// fsclient.Conn, which carries the interceptors internal/emulator registers
+// in every binary that links it (the tests, the local commands), so that on
+// the emulator its queries are recorded and checked: a client made with
+// firestore.NewClient elsewhere would escape the check, unless the file
+// hands it such a connection (fsclient.Open, emulator.FirestoreConn).
 func TestEveryFirestoreClientIsRecorded(t *testing.T) {
 	index, err := indexcheck.IndexFile()
 	if err != nil {
@@ -145,7 +146,8 @@ func TestEveryFirestoreClientIsRecorded(t *testing.T) {
 				return true
 			}
 			switch p := names[x.Name]; {
-			case p == "github.com/phasegate/phasegate/internal/emulator" && sel.Sel.Name == "FirestoreConn":
+			case p == "github.com/phasegate/phasegate/internal/emulator" && sel.Sel.Name == "FirestoreConn",
+				p == "github.com/phasegate/phasegate/internal/fsclient" && sel.Sel.Name == "Conn":
 				dialsRecorded = true
 			case (p == "cloud.google.com/go/firestore" || p == "cloud.google.com/go/firestore/apiv1") &&
 				strings.HasPrefix(sel.Sel.Name, "NewClient"):
@@ -153,8 +155,9 @@ func TestEveryFirestoreClientIsRecorded(t *testing.T) {
 			}
 			return true
 		})
-		if len(made) > 0 && !dialsRecorded && rel != filepath.Join("internal", "emulator", "emulator.go") {
-			t.Errorf("%s: %v: create Firestore clients with emulator.NewFirestore (or on a connection from emulator.FirestoreConn), so that the index check sees their queries", rel, made)
+		// fsclient.Open is the constructor itself: it dials through Conn.
+		if len(made) > 0 && !dialsRecorded && rel != filepath.Join("internal", "fsclient", "fsclient.go") {
+			t.Errorf("%s: %v: create Firestore clients with fsclient.Open or emulator.NewFirestore (or on a connection from fsclient.Conn or emulator.FirestoreConn), so that the index check sees their queries", rel, made)
 		}
 		return nil
 	})

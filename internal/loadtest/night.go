@@ -18,7 +18,7 @@ import (
 	"github.com/phasegate/phasegate/internal/batch"
 	"github.com/phasegate/phasegate/internal/bus"
 	"github.com/phasegate/phasegate/internal/config"
-	"github.com/phasegate/phasegate/internal/emulator"
+	"github.com/phasegate/phasegate/internal/fsclient"
 	"github.com/phasegate/phasegate/internal/gamedate"
 )
 
@@ -106,11 +106,12 @@ func (e *Env) Play(ctx context.Context, r Run) (*Result, error) {
 	cfg := config.Default()
 	cfg.ProjectID = project
 	cfg.Batch.ArrivalRate = r.ArrivalRate
-	fs, err := emulator.NewFirestore(ctx, project)
+	clients, err := fsclient.Open(ctx, project)
 	if err != nil {
 		return nil, err
 	}
-	defer fs.Close()
+	defer clients.Close()
+	fs := clients.FS
 	b, err := bus.New(ctx, project, true)
 	if err != nil {
 		return nil, err
@@ -324,10 +325,7 @@ func (e *Env) Play(ctx context.Context, r Run) (*Result, error) {
 			res.Problems = append(res.Problems, fmt.Sprintf("batch document: completed_count %v is_complete %v", d[batch.FieldCompletedCount], d[batch.FieldComplete]))
 		}
 	}
-	tr, err := batch.New(ctx, batch.Deps{Firestore: fs, Config: cfg})
-	if err != nil {
-		return nil, err
-	}
+	tr := batch.New(batch.Deps{Firestore: fs, Config: cfg, Raw: clients.Raw})
 	defer tr.Close()
 	rep, err := tr.Check(ctx, batch.CheckOptions{BatchID: batchID})
 	res.CheckClean = err == nil && len(rep.Mismatches) == 0
