@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"strconv"
+	"time"
 
 	"cloud.google.com/go/bigquery"
 	"cloud.google.com/go/firestore"
@@ -26,6 +27,7 @@ import (
 	"github.com/phasegate/phasegate/internal/datacheck"
 	"github.com/phasegate/phasegate/internal/dedup"
 	"github.com/phasegate/phasegate/internal/edge"
+	"github.com/phasegate/phasegate/internal/effect"
 	"github.com/phasegate/phasegate/internal/fsclient"
 	"github.com/phasegate/phasegate/internal/gate"
 	"github.com/phasegate/phasegate/internal/history"
@@ -43,10 +45,9 @@ type Options struct {
 	Metrics *metrics.Registry // default: metrics.Default
 	// Slack lets tests point alerts at a local webhook server.
 	SlackOptions []alert.Option
-	// WrapPublisher and Fault let tests inject failures around the real
-	// Pub/Sub client and inside the trigger protocol.
+	// WrapPublisher lets tests inject failures around the real Pub/Sub
+	// client.
 	WrapPublisher func(edge.Publisher) edge.Publisher
-	Fault         func(step string) error
 	// FirestoreOptions are passed to the Firestore client (a benchmark
 	// counts RPCs with an interceptor).
 	FirestoreOptions []option.ClientOption
@@ -67,16 +68,18 @@ type App struct {
 	// Ops records what Health reads: breaker transitions, the sweep's heartbeat.
 	Ops      *opstate.Store
 	Notifier *alert.Notifier
-	Alerts   *alert.Service
-	Gates    []*gate.Gate
-	Batches  *batch.Tracker
-	Sweeper  *sweep.Sweeper
-	Status   *status.Reader
-	Health   *status.Health
-	// BigQuery, Checks and History are nil when BigQuery is off.
+	// Effects is the effect log every decision owes its side effects in.
+	Effects *effect.Engine
+	Gates   []*gate.Gate
+	Batches *batch.Tracker
+	Sweeper *sweep.Sweeper
+	Status  *status.Reader
+	Health  *status.Health
+	// BigQuery, Checks and History are nil when BigQuery is off (History
+	// also in shadow mode).
 	BigQuery *bigquery.Client
 	Checks   *datacheck.Checker
-	History  *history.Log
+	History  *history.Sink
 	Edge     *edge.Edge
 	Clock    clock.Clock
 	Log      *slog.Logger
@@ -132,38 +135,49 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*App, error) {
 	a.PubSubBreaker = bus.NewBreaker(out.publisher, uint32(cfg.Gate.BreakerFailures), cfg.Gate.BreakerOpenFor, o.Log, o.Metrics, a.Ops)
 	pub = a.PubSubBreaker
 	a.Notifier = alert.NewNotifier(out.slack, o.Log, o.Metrics, append([]alert.Option{alert.WithRecorder(a.Ops)}, o.SlackOptions...)...)
-	a.Alerts = alert.NewService(fs, a.Notifier, o.Clock, out.slack, o.Log, o.Metrics).In(out.names)
 	a.Edge = &edge.Edge{Log: o.Log, DeadLetter: pub, DLQTopic: cfg.Topics.DeadLetter, ProjectID: cfg.ProjectID, Metrics: o.Metrics}
 	cfg.MarkOwned()
 	keys := dedup.New(fs, cfg.Idempotency, out.names)
 	if err := a.openBigQuery(ctx, o, out); err != nil {
 		return nil, errors.Join(err, clients.Close(), b.Close())
 	}
+	a.Effects = &effect.Engine{FS: fs, Names: out.names, Alarms: alert.Alarms{}, Policies: policies(cfg),
+		Retention: cfg.Effects.Retention, Shadow: cfg.Shadow(), Clock: o.Clock, Log: o.Log, Metrics: o.Metrics,
+		Instance: a.Ops.Instance(), Owners: map[string]effect.Owner{},
+		Sinks: map[effect.Kind]effect.Sink{effect.Publish: bus.Sink{P: pub, Topics: cfg.OutputTopics()},
+			effect.Slack: alert.Sink{N: a.Notifier}}}
+	historyTable := ""
+	if a.History != nil {
+		a.Effects.Sinks[effect.Row] = a.History
+		historyTable = a.History.Table()
+	}
 	for i := range cfg.Phases {
 		d := gate.Deps{
-			Firestore: fs, Publisher: pub, Alerts: a.Alerts, Keys: keys, Clock: o.Clock,
-			Log: o.Log, Metrics: o.Metrics, Gate: cfg.Gate, Names: out.names, Fault: o.Fault, BigQuery: cfg.BigQuery,
+			Firestore: fs, Effects: a.Effects, Keys: keys, Clock: o.Clock, Log: o.Log, Metrics: o.Metrics,
+			Gate: cfg.Gate, Names: out.names, BigQuery: cfg.BigQuery, HistoryTable: historyTable,
 		}
 		if a.Checks != nil {
 			d.Checks = a.Checks
 		}
-		if a.History != nil {
-			d.History = a.History
-		}
 		g := gate.New(&cfg.Phases[i], d)
 		a.Gates = append(a.Gates, g)
+		a.Effects.Owners[g.Collection()] = g
 		a.handle(g.Phase().EntryPoint, a.Edge.Handler(g.Phase().EntryPoint, g.Handle))
 	}
-	bd := batch.Deps{Firestore: fs, Publisher: pub, Alerts: a.Alerts, Clock: o.Clock,
-		Log: o.Log, Metrics: o.Metrics, Config: cfg, Fault: o.Fault, Raw: clients.Raw}
-	if a.History != nil {
-		bd.History = a.History
-	}
-	a.Batches = batch.New(bd)
+	a.Batches = batch.New(batch.Deps{Firestore: fs, Effects: a.Effects, Clock: o.Clock, Log: o.Log, Metrics: o.Metrics,
+		Config: cfg, HistoryTable: historyTable, Raw: clients.Raw})
+	a.Effects.Owners[a.Batches.Collection()] = a.Batches
 	a.handle("PredictionCompletions", a.Edge.Handler("PredictionCompletions", a.Batches.Handle))
-	a.Sweeper = &sweep.Sweeper{FS: fs, Alerts: a.Alerts, Heartbeat: a.Ops, Clock: o.Clock, Cfg: cfg.Sweep, Names: out.names, Log: o.Log, Metrics: o.Metrics}
+	a.Sweeper = &sweep.Sweeper{FS: fs, Effects: a.Effects, Heartbeat: a.Ops, Clock: o.Clock, Cfg: cfg.Sweep,
+		Names: out.names, Log: o.Log, Metrics: o.Metrics,
+		TakeOvers: []sweep.TakeOver{{Name: out.names.Coll(alert.Collection), Run: func(ctx context.Context) (int, error) {
+			return alert.TakeOver(ctx, fs, out.names, a.Effects)
+		}}}}
 	if a.History != nil {
-		a.Sweeper.History = a.History
+		a.Sweeper.TakeOvers = append(a.Sweeper.TakeOvers, sweep.TakeOver{Name: out.names.Coll(history.Collection),
+			Run: func(ctx context.Context) (int, error) {
+				return history.TakeOver(ctx, fs, out.names, a.Effects, historyTable)
+			}})
 	}
 	for _, g := range a.Gates {
 		a.Sweeper.Gates = append(a.Sweeper.Gates, g)
@@ -252,7 +266,6 @@ func (a *App) Mux() *http.ServeMux {
 
 // Close releases the clients.
 func (a *App) Close() error {
-	a.Batches.Close()
 	errs := []error{a.clients.Close(), a.Bus.Close()}
 	if a.BigQuery != nil {
 		errs = append(errs, a.BigQuery.Close())
@@ -285,7 +298,40 @@ func (a *App) openBigQuery(ctx context.Context, o Options, out sinks) error {
 		a.Checks = datacheck.New(bq, project, cfg, o.Clock, o.Log, o.Metrics)
 	}
 	if cfg.History && out.history {
-		a.History = history.New(a.FS, bq, cfg, o.Clock, o.Log, o.Metrics)
+		a.History = history.NewSink(bq, cfg, o.Clock, o.Metrics)
 	}
 	return nil
+}
+
+// policies are how each kind of effect is performed, from the
+// configuration.
+func policies(cfg *config.Config) map[effect.Kind]effect.Policy {
+	const margin = 10 * time.Second // Firestore latency and clock skew between instances
+	// A message Slack or BigQuery did not take is due at the next sweep,
+	// then waits 5 min, doubling to at most 1 h: an outage of hours costs
+	// a few tries per effect, and the first sweep after it is over still
+	// finds it within the hour.
+	outage := func(n int64) time.Duration {
+		if n <= 1 {
+			return 0
+		}
+		d := 5 * time.Minute
+		for i := int64(2); i < n && d < time.Hour; i++ {
+			d *= 2
+		}
+		return min(d, time.Hour)
+	}
+	bq := cfg.BigQuery
+	return map[effect.Kind]effect.Policy{
+		// A message never fails for good, and is due again at once: the
+		// redelivery its failure asks for, or the sweep, publishes it.
+		effect.Publish: {Lease: cfg.Gate.ClaimLease, Budget: cfg.Gate.PublishTimeout, KeepRefused: -1,
+			AlertAfter: int64(cfg.Gate.PublishFailuresAlert)},
+		effect.Slack: {Lease: cfg.Alerts.MaxElapsed + margin, Budget: cfg.Alerts.SendBudget, RetryBudget: cfg.Alerts.MaxElapsed,
+			Backoff: outage, KeepRefused: cfg.Alerts.KeepFor},
+		// A row BigQuery refuses is refused for good at once: the same row
+		// cannot become valid.
+		effect.Row: {Lease: bq.QueryTimeout + bq.HistoryBudget + margin, Budget: bq.HistoryBudget,
+			RetryBudget: bq.QueryTimeout + bq.HistoryBudget, Backoff: outage},
+	}
 }

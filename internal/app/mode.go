@@ -6,6 +6,7 @@ import (
 
 	"github.com/phasegate/phasegate/internal/config"
 	"github.com/phasegate/phasegate/internal/edge"
+	"github.com/phasegate/phasegate/internal/effect"
 	"github.com/phasegate/phasegate/internal/metrics"
 )
 
@@ -21,10 +22,11 @@ type sinks struct {
 }
 
 // destinations returns the live sinks, or in shadow mode (CONTRACT §9)
-// sinks that send nothing: triggers and batch completions are kept whole in
-// their shadow_ documents (_trigger_payload, completion_payload) and
-// alerts in shadow_orchestrator_alerts, with no webhook to post to, so
-// they are only logged; no BigQuery history row is written.
+// sinks that send nothing: the effect log records every effect in
+// shadow_orchestrator_effects and performs none (triggers and batch
+// completions are also kept whole in their shadow_ documents,
+// _trigger_payload and completion_payload); no webhook is configured and no
+// BigQuery history row is owed.
 func destinations(cfg *config.Config, pub edge.Publisher, log *slog.Logger, m *metrics.Registry) sinks {
 	if !cfg.Shadow() {
 		return sinks{names: cfg.Names(), publisher: pub, slack: cfg.Alerts, history: true}
@@ -36,7 +38,7 @@ func destinations(cfg *config.Config, pub edge.Publisher, log *slog.Logger, m *m
 
 // ShadowMessageID is the message id a shadow phasegate records for what it
 // would have published.
-const ShadowMessageID = "shadow-unpublished"
+const ShadowMessageID = effect.ShadowRef
 
 // unpublished is the shadow publisher: it publishes nothing.
 type unpublished struct {

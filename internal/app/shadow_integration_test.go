@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/phasegate/phasegate/internal/alert"
 	"github.com/phasegate/phasegate/internal/app"
 	"github.com/phasegate/phasegate/internal/apptest"
 	"github.com/phasegate/phasegate/internal/config"
@@ -105,8 +106,9 @@ func TestShadowNightSendsNothing(t *testing.T) {
 		t.Fatalf("shadow batch = %v", b)
 	}
 	expiring(t, "shadow_prediction_batches", b)
-	// The partial triggers' alerts, whole, in the shadow outbox.
-	alerts, err := e.App.FS.Collection("shadow_orchestrator_alerts").Documents(ctx).GetAll()
+	// The partial triggers' alerts, whole, in the shadow effect log:
+	// recorded, never performed, never owed.
+	alerts, err := e.App.FS.Collection("shadow_orchestrator_effects").Where("kind", "==", "slack").Documents(ctx).GetAll()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,12 +116,14 @@ func TestShadowNightSendsNothing(t *testing.T) {
 		t.Fatalf("%d shadow alerts, want the phase 2 and phase 3 partial triggers' at least", len(alerts))
 	}
 	for _, a := range alerts {
-		if a.Data()["title"] == "" || a.Data()["missing"] == nil {
-			t.Fatalf("alert not kept whole: %v", a.Data())
+		var al alert.Alert
+		data, _ := a.Data()["data"].([]byte)
+		if err := json.Unmarshal(data, &al); err != nil || al.Title == "" || a.Data()["state"] != "shadow" {
+			t.Fatalf("alert not kept whole: %v (%v)", a.Data(), err)
 		}
-		expiring(t, "shadow_orchestrator_alerts", a.Data())
+		expiring(t, "shadow_orchestrator_effects", a.Data())
 	}
-	for _, c := range []string{"orchestrator_alerts", "pubsub_deduplication", "orchestrator_health"} {
+	for _, c := range []string{"orchestrator_effects", "orchestrator_generations", "pubsub_deduplication", "orchestrator_health"} {
 		if docs, _ := e.App.FS.Collection(c).Limit(1).Documents(ctx).GetAll(); len(docs) != 0 {
 			t.Fatalf("shadow wrote the live %s", c)
 		}

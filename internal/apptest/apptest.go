@@ -22,6 +22,7 @@ import (
 	"github.com/phasegate/phasegate/internal/clock"
 	"github.com/phasegate/phasegate/internal/config"
 	"github.com/phasegate/phasegate/internal/edge"
+	"github.com/phasegate/phasegate/internal/effect"
 	"github.com/phasegate/phasegate/internal/logging"
 	"github.com/phasegate/phasegate/internal/metrics"
 	"github.com/phasegate/phasegate/internal/slacktest"
@@ -90,9 +91,6 @@ func WithBigQuery(host, project string) Option {
 	}
 }
 
-// WithFault injects crashes into the trigger protocol.
-func WithFault(f func(step string) error) Option { return func(s *setup) { s.opts.Fault = f } }
-
 // New builds an Env; everything is closed when the test ends.
 func New(t testing.TB, options ...Option) *Env {
 	t.Helper()
@@ -148,6 +146,14 @@ func (e *Env) Instance() *app.App {
 	return a
 }
 
+// On returns e serving through a, another instance of the deployment (see
+// Instance): what a redelivery meets after its first instance died.
+func (e *Env) On(a *app.App) *Env {
+	c := *e
+	c.App, c.Mux = a, a.Mux()
+	return &c
+}
+
 // Sub subscribes to topic; create it before the messages it should see.
 func (e *Env) Sub(topic string) *testenv.Sub { return testenv.Subscribe(e.T, e.App.Bus, topic) }
 
@@ -196,6 +202,28 @@ func (e *Env) Doc(path string) map[string]any {
 	return snap.Data()
 }
 
+// Effect reads the effect record whose key is key (whatever its
+// incarnation), with its document id under "id"; nil when there is none.
+// It fails the test when several incarnations hold one.
+func (e *Env) Effect(key string) map[string]any {
+	e.T.Helper()
+	snaps, err := e.App.FS.Collection(e.App.Effects.Names.Coll(effect.Collection)).Where("key", "==", key).
+		Documents(context.Background()).GetAll()
+	if err != nil {
+		e.T.Fatalf("read effect %s: %v", key, err)
+	}
+	switch len(snaps) {
+	case 0:
+		return nil
+	case 1:
+		d := snaps[0].Data()
+		d["id"] = snaps[0].Ref.ID
+		return d
+	}
+	e.T.Fatalf("effect %s: %d records", key, len(snaps))
+	return nil
+}
+
 // Completion is a processor's completion message.
 func Completion(processor, date, status string) map[string]any {
 	return map[string]any{
@@ -203,19 +231,6 @@ func Completion(processor, date, status string) map[string]any {
 		"execution_id": "exec-" + processor, "correlation_id": "corr-" + date,
 		"record_count": 100, "timestamp": Start.Format(time.RFC3339),
 	}
-}
-
-// CrashAt makes the trigger protocol stop at step, as a crash would, the
-// first n times it gets there.
-func CrashAt(step string, n int) Option {
-	var left atomic.Int32
-	left.Store(int32(n))
-	return WithFault(func(s string) error {
-		if s == step && left.Add(-1) >= 0 {
-			return errors.New("injected crash at " + step)
-		}
-		return nil
-	})
 }
 
 // FailPublishes makes the first n publishes to topic fail, as an

@@ -14,6 +14,7 @@ import (
 	"github.com/phasegate/phasegate/internal/batch"
 	"github.com/phasegate/phasegate/internal/config"
 	"github.com/phasegate/phasegate/internal/docid"
+	"github.com/phasegate/phasegate/internal/effect"
 )
 
 // 1,500 players, 10 % redelivered (same message id), 5 % re-published (same
@@ -273,7 +274,7 @@ func TestPublishFailsOnce(t *testing.T) {
 	if c := e.PushOnce(entry, "m-last", last); c != 500 {
 		t.Fatalf("first attempt with a failing publish: status %d, want 500", c)
 	}
-	if d := batchDoc(t, e, "pf"); d["completion_state"] != "released" || d["is_complete"] != false {
+	if d := batchDoc(t, e, "pf"); d["completion_state"] != "claimed" || d["is_complete"] != false {
 		t.Fatalf("after the failed publish: state %v complete %v", d["completion_state"], d["is_complete"])
 	}
 	if c := e.Deliver(entry, "m-last", last); c >= 300 {
@@ -283,31 +284,39 @@ func TestPublishFailsOnce(t *testing.T) {
 	checkClean(t, e, "pf")
 }
 
-// A crash between claim and publish: the redelivery is refused while the
-// lease lives and publishes once it has expired; a crash between publish
-// and confirm repeats the same bytes at most once more, and the sweep
-// finishes it when no redelivery comes.
+// An instance dies right after the commit that completes the batch (before
+// the publish): the redelivery, on another instance, is refused while the
+// dead one's lease lives and publishes once it has expired; one that dies
+// between the publish and the commit that records it repeats the same bytes
+// at most once more; and the sweep finishes it when no redelivery comes.
 func TestCrashedClaim(t *testing.T) {
 	for _, x := range []struct {
-		step      string
-		copies    int
-		bySweep   bool
-		finalCode int
+		name    string
+		skip    int // commits owing effects let through first
+		fault   apptest.Fault
+		copies  int
+		bySweep bool
 	}{
-		{batch.StepAfterClaim, 1, false, 0},
-		{batch.StepAfterPublish, 2, false, 0},
-		{batch.StepAfterClaim, 1, true, 0},
+		{"after_claim", 0, apptest.DieAfter, 1, false},
+		{"after_publish", 1, apptest.DieBefore, 2, false},
+		{"after_claim_sweep", 0, apptest.DieAfter, 1, true},
 	} {
-		t.Run(fmt.Sprintf("%s_sweep=%v", x.step, x.bySweep), func(t *testing.T) {
-			e := env(t, batch.ModeDualSubReads, nil, nil, apptest.CrashAt(x.step, 1))
+		t.Run(x.name, func(t *testing.T) {
+			f := apptest.NewFaults()
+			e := env(t, batch.ModeDualSubReads, nil, nil, f.Option(t))
 			sub := e.Sub(topic)
 			createBatch(t, e, "cr", 12)
 			ps := players(0, 12)
 			deliver(t, e, "cr", ps[:11], 4)
+			f.At(effect.Collection, x.skip, x.fault)
 			last := completion("cr", ps[11])
-			if c := e.PushOnce(entry, "m-last", last); c != 500 {
+			if c := e.PushOnce(entry, "m-last", last); c < 500 {
 				t.Fatalf("crashing attempt: status %d", c)
 			}
+			if !f.Hit() {
+				t.Fatal("the instance did not die")
+			}
+			e = e.On(e.Instance())
 			if c := e.PushOnce(entry, "m-last", last); c != 500 {
 				t.Fatalf("redelivery inside the lease: status %d, want 500", c)
 			}

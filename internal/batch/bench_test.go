@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"sort"
@@ -18,12 +19,13 @@ import (
 	"google.golang.org/api/option"
 	"google.golang.org/grpc"
 
-	"github.com/phasegate/phasegate/internal/alert"
 	"github.com/phasegate/phasegate/internal/batch"
+	"github.com/phasegate/phasegate/internal/bus"
 	"github.com/phasegate/phasegate/internal/clock"
 	"github.com/phasegate/phasegate/internal/config"
-	"github.com/phasegate/phasegate/internal/fsclient"
+	"github.com/phasegate/phasegate/internal/effect"
 	"github.com/phasegate/phasegate/internal/emulator"
+	"github.com/phasegate/phasegate/internal/fsclient"
 	"github.com/phasegate/phasegate/internal/metrics"
 	"github.com/phasegate/phasegate/internal/testenv"
 )
@@ -236,10 +238,6 @@ func (r *recorder) Publish(_ context.Context, _ string, data []byte, _ map[strin
 	return fmt.Sprint(len(r.msgs)), nil
 }
 
-type quietAlerts struct{}
-
-func (quietAlerts) Raise(context.Context, alert.Alert) error { return nil }
-
 func runPhasegate(mode func(*config.Config)) func(b *testing.B, w *world, players []string) int {
 	return func(b *testing.B, w *world, players []string) int {
 		ctx := context.Background()
@@ -252,9 +250,11 @@ func runPhasegate(mode func(*config.Config)) func(b *testing.B, w *world, player
 			b.Fatal(err)
 		}
 		defer clients.Close()
-		t := batch.New(batch.Deps{Firestore: w.fs, Publisher: pub, Alerts: quietAlerts{}, Clock: clock.Real{},
-			Metrics: &metrics.Registry{}, Config: cfg, Raw: clients.Raw})
-		defer t.Close()
+		reg := &metrics.Registry{}
+		eng := &effect.Engine{FS: w.fs, Clock: clock.Real{}, Log: slog.New(slog.DiscardHandler), Metrics: reg, Retention: time.Hour,
+			Owners: map[string]effect.Owner{}, Sinks: map[effect.Kind]effect.Sink{effect.Publish: bus.Sink{P: pub, Topics: cfg.OutputTopics()}}}
+		t := batch.New(batch.Deps{Firestore: w.fs, Effects: eng, Clock: clock.Real{}, Metrics: reg, Config: cfg, Raw: clients.Raw})
+		eng.Owners[t.Collection()] = t
 		w.createBatch(b, len(players))
 		lost := fanOut(players, 100, func(p string) error {
 			_, err := t.Record(ctx, &batch.Completion{PlayerLookup: p, GameDate: gameDate, BatchID: "bench",

@@ -69,6 +69,21 @@ func create(name string, fields map[string]*pb.Value) *pb.Write {
 	}
 }
 
+// createCompletion creates a completion document stamped with the time the
+// store commits it (recorded_at), by which the capped array's merges read
+// completions in commit order.
+func createCompletion(name string, fields map[string]*pb.Value) *pb.Write {
+	w := create(name, fields)
+	w.UpdateTransforms = []*pb.DocumentTransform_FieldTransform{serverTime(FieldRecordedAt)}
+	return w
+}
+
+func serverTime(field string) *pb.DocumentTransform_FieldTransform {
+	return &pb.DocumentTransform_FieldTransform{FieldPath: field,
+		TransformType: &pb.DocumentTransform_FieldTransform_SetToServerValue{
+			SetToServerValue: pb.DocumentTransform_FieldTransform_REQUEST_TIME}}
+}
+
 // update sets fields (and only those: the mask names them) and applies
 // transforms. With a nil precondition it creates a missing document.
 func update(name string, fields map[string]*pb.Value, pre *pb.Precondition, tr ...*pb.DocumentTransform_FieldTransform) *pb.Write {

@@ -2,12 +2,13 @@ package batch
 
 import (
 	"context"
-	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"time"
 
 	"cloud.google.com/go/firestore"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/phasegate/phasegate/internal/alert"
 	"github.com/phasegate/phasegate/internal/config"
+	"github.com/phasegate/phasegate/internal/effect"
 	"github.com/phasegate/phasegate/internal/errs"
 	"github.com/phasegate/phasegate/internal/gamedate"
 	"github.com/phasegate/phasegate/internal/history"
@@ -121,19 +123,26 @@ func (t *Tracker) complete(ctx context.Context, m *meta, dup bool) (Outcome, err
 
 var errConflict = errors.New("batch document changed under us")
 
-// finish completes a batch exactly once: claim → publish → confirm on the
-// batch document, each step conditional on the document's update time.
-// The claim records the exact count, taken from one consistent snapshot,
-// and the whole message, so that every later attempt publishes the same
-// bytes. A failed publish releases the claim and returns a transient
-// error; a claimant that dies leaves a claim that expires after the lease,
-// and the next redelivery (a duplicate, which re-judges the batch) or the
-// sweep publishes the stored message.
+// completionKey is the effect key of a batch's completion message.
+func completionKey(batchID string) string { return "completion:" + batchID }
+
+// finish decides, once per batch, that it is complete: the claim writes
+// the exact count (from one consistent snapshot) and the whole message on
+// the batch document, conditional on its update time, and owes in the same
+// commit the message, the stall alert of a partial completion, its history
+// row, and the capped legacy array brought up to date. The effect log
+// publishes it and confirms is_complete. A completion claimed and not
+// confirmed (its claimant died, its publish failed) is performed again
+// from its record, never decided again.
 func (t *Tracker) finish(ctx context.Context, batchID string, m *meta, src Source) (finishResult, error) {
 	ref := t.batchRef(batchID)
-	var res finishResult
-	var claimed *state
+	var (
+		res     finishResult
+		made    effect.Made
+		claimed *state
+	)
 	err := retry.Do(ctx, t.backoff(), func(ctx context.Context) error {
+		made, claimed = effect.Made{}, nil
 		tl, err := t.take(ctx, batchID, src == SourceSweep)
 		if err != nil {
 			return err
@@ -147,21 +156,8 @@ func (t *Tracker) finish(ctx context.Context, batchID string, m *meta, src Sourc
 		case st.done():
 			res.Action = ActionDone
 			return nil
-		case st.liveClaim(now):
-			res.Action = ActionInFlight
-			return nil
-		case st.resumable(now):
-			token := newToken()
-			err := t.conditional(ctx, ref, st, []firestore.Update{
-				{Path: FieldState, Value: stateClaimed}, {Path: FieldToken, Value: token},
-				{Path: FieldExpires, Value: now.Add(t.Config.Gate.ClaimLease)}, {Path: FieldClaimedBy, Value: string(src)},
-				{Path: FieldUpdatedAt, Value: now},
-			})
-			if err != nil {
-				return err
-			}
-			st.cstate, st.token = stateClaimed, token
-			claimed, res.Action, res.Status, res.Reason = st, ActionResumed, st.status, st.reason
+		case st.owed():
+			claimed, res.Status, res.Reason = st, st.status, st.reason
 			return nil
 		}
 		status, reason := t.decide(tl, now, src)
@@ -170,10 +166,9 @@ func (t *Tracker) finish(ctx context.Context, batchID string, m *meta, src Sourc
 		}
 		msg := t.message(tl, status, reason, now)
 		payload, _ := json.Marshal(msg) // plain fields: cannot fail
-		token := newToken()
 		ups := []firestore.Update{
-			{Path: FieldState, Value: stateClaimed}, {Path: FieldToken, Value: token},
-			{Path: FieldExpires, Value: now.Add(t.Config.Gate.ClaimLease)}, {Path: FieldClaimedBy, Value: string(src)},
+			{Path: FieldState, Value: stateClaimed}, {Path: FieldExpires, Value: now.Add(t.Config.Gate.ClaimLease)},
+			{Path: FieldClaimedBy, Value: string(src)}, {Path: FieldToken, Value: firestore.Delete},
 			{Path: FieldPayload, Value: string(payload)}, {Path: FieldStatus, Value: status}, {Path: FieldReason, Value: reason},
 			{Path: FieldCountedAt, Value: tl.countedAt}, {Path: FieldCountedLen, Value: int64(len(st.array))},
 			{Path: FieldCompletedCount, Value: tl.players}, {Path: FieldTotalPredictions, Value: tl.totalPredictions},
@@ -182,11 +177,35 @@ func (t *Tracker) finish(ctx context.Context, batchID string, m *meta, src Sourc
 		if status == StatusPartial {
 			ups = append(ups, firestore.Update{Path: FieldStallCompleted, Value: true}, firestore.Update{Path: FieldStallReason, Value: reason})
 		}
-		if err := t.conditional(ctx, ref, st, ups); err != nil {
+		if exp, ok := t.Config.Names().Expires(now); ok {
+			ups = append(ups, firestore.Update{Path: config.ExpiresField, Value: exp})
+		}
+		st.payload, st.status, st.reason = string(payload), status, reason
+		effs := t.owedByCompletion(ref, st, msg, now)
+		if ModeFor(t.Config.Batch, batchID) == ModeDualSubReads {
+			// The completion's commit brings the capped array up to date
+			// with every completion it counted (all committed before the
+			// count's read): it is the last write most batches get.
+			more, arr, _, err := t.catchUp(ctx, batchID, st, tl.countedAt)
+			if err != nil {
+				return err
+			}
+			ups, effs = append(ups, more...), append(effs, arr...)
+		}
+		ws := append([]effect.Write{{Ref: ref, Update: ups, Pre: []firestore.Precondition{firestore.LastUpdateTime(st.updateTime)}}},
+			t.Effects.Owe(now, effs...)...)
+		times, err := effect.Commit(ctx, t.Firestore, ws...)
+		if errors.Is(err, effect.ErrConflict) {
+			t.Metrics.Inc("batch.write_conflict")
+			return retry.RetryableError(fmt.Errorf("%w: %w", errConflict, err))
+		}
+		if err != nil {
 			return err
 		}
-		st.cstate, st.token, st.payload, st.status, st.reason = stateClaimed, token, string(payload), status, reason
-		claimed, res.Action, res.Status, res.Reason = st, ActionCompleted, status, reason
+		// What the confirm reads of the document this commit leaves.
+		data := map[string]any{FieldState: stateClaimed, FieldPayload: string(payload), FieldMessageIDs: anyList(st.msgIDs)}
+		made = effect.Made{Effects: effs, Times: times[1:], Owner: &effect.OwnerState{Data: data, Updated: times[0]}}
+		res.Action, res.Status, res.Reason = ActionCompleted, status, reason
 		return nil
 	})
 	switch {
@@ -197,22 +216,159 @@ func (t *Tracker) finish(ctx context.Context, batchID string, m *meta, src Sourc
 	case err != nil:
 		return res, errs.E(errs.KindOf(err), "firestore", err)
 	}
-	if res.Action == ActionDone && m != nil {
-		m.setComplete()
-	}
-	if claimed == nil {
+	var s effect.Status
+	switch {
+	case res.Action == ActionCompleted:
+		s = t.Effects.Perform(ctx, made)[made.Effects[0].ID()]
+	case claimed != nil:
+		s, err = t.Effects.Resume(ctx, effect.ID(completionKey(batchID), claimed.incarnation))
+		if effect.IsNotFound(err) {
+			// Claimed by a revision before the effect log: owe it now.
+			s, err = t.adoptClaim(ctx, ref, claimed)
+		}
+		if err != nil {
+			return res, errs.E(errs.Transient, "firestore", err)
+		}
+		switch {
+		case s.Done && s.Outcome == effect.Performed:
+			res.Action = ActionResumed
+		case s.Done: // by another attempt, since this one read the batch
+			res.Action = ActionDone
+			if m != nil {
+				m.setComplete()
+			}
+			return res, nil
+		default:
+			res.Action = ActionInFlight
+		}
+	default:
+		if res.Action == ActionDone && m != nil {
+			m.setComplete()
+		}
 		return res, nil
 	}
-	if err := t.fault(StepAfterClaim); err != nil {
-		return res, err
-	}
-	if err := t.publishAndConfirm(ctx, ref, claimed); err != nil {
-		return res, err
+	if !s.Done {
+		if s.Outcome == effect.NotTried {
+			return res, nil // held by another performer: in flight
+		}
+		t.Metrics.Inc("batch.publish_failed")
+		return res, errs.E(errs.Transient, "publish_failed", fmt.Errorf("batch completion not published: %w", errOrNil(s.Err)))
 	}
 	if m != nil {
 		m.setComplete()
 	}
+	t.Metrics.Inc("batch.completed")
+	t.Log.InfoContext(ctx, "prediction batch completed", "status", res.Status, "completed_players", res.Players,
+		"pubsub_message_id", s.Ref, "stall_reason", res.Reason)
 	return res, nil
+}
+
+func errOrNil(err error) error {
+	if err == nil {
+		return errors.New("not published yet")
+	}
+	return err
+}
+
+// owedByCompletion are the effects a batch's completion owes: its message,
+// a partial completion's alert, its history row.
+func (t *Tracker) owedByCompletion(ref *firestore.DocumentRef, st *state, msg Message, now time.Time) []effect.Effect {
+	batchID := msg.Metadata.BatchID
+	effs := []effect.Effect{{Kind: effect.Publish, Key: completionKey(batchID), Incarnation: st.incarnation,
+		Destination: t.Config.Topics.BatchComplete, Data: []byte(st.payload), Owner: t.ownerPath(batchID),
+		Attributes: map[string]string{"batch_id": batchID, "game_date": msg.GameDate,
+			"correlation_id": msg.CorrelationID, "status": msg.Status, "execution_id": msg.ExecutionID},
+		GameDate: msg.GameDate, Subject: batchID}}
+	if msg.Status == StatusPartial {
+		effs = append(effs, alert.Raise(t.stallAlert(msg), st.incarnation))
+	}
+	if t.HistoryTable != "" {
+		effs = append(effs, history.Effect(t.historyRow(st, msg, now), t.HistoryTable, st.incarnation))
+	}
+	return effs
+}
+
+func (t *Tracker) stallAlert(msg Message) alert.Alert {
+	return alert.Alert{
+		Key: "batch:" + msg.Metadata.BatchID + ":" + msg.Metadata.StallReason, Severity: alert.Error,
+		Title: fmt.Sprintf("batch going on without data: %s (%s)", msg.Metadata.BatchID, msg.Metadata.StallReason),
+		Phase: "phase_5_predictions", GameDate: msg.GameDate, Reason: "batch_" + msg.Metadata.StallReason,
+		Completed: int(msg.Metadata.CompletedPlayers), Expected: int(msg.Metadata.ExpectedPlayers),
+		Detail: fmt.Sprintf("batch completion published as partial with %.2f%% of players", msg.Metadata.CompletionPct),
+	}
+}
+
+// Confirm records a batch completion published (effect.Owner): the
+// completion the publish was for, unless it is confirmed already.
+func (t *Tracker) Confirm(data map[string]any, r *effect.Record, msgID string, now time.Time) []firestore.Update {
+	st := decodeData(data, time.Time{}, time.Time{}, time.Time{})
+	if st.cstate == statePublished || st.payload != string(r.Data) {
+		return nil
+	}
+	ups := []firestore.Update{
+		{Path: FieldState, Value: statePublished}, {Path: FieldComplete, Value: true},
+		{Path: FieldCompletionTime, Value: now}, {Path: FieldUpdatedAt, Value: now},
+		{Path: FieldMessageIDs, Value: append(st.msgIDs, msgID)}, {Path: FieldCompletedBy, Value: "phasegate"},
+		{Path: FieldToken, Value: firestore.Delete}, {Path: FieldExpires, Value: firestore.Delete},
+	}
+	if exp, ok := t.Config.Names().Expires(now); ok {
+		ups = append(ups, firestore.Update{Path: config.ExpiresField, Value: exp})
+	}
+	return ups
+}
+
+// adoptClaim owes a completion a revision before the effect log claimed and
+// did not confirm, once that claim is released or its lease has passed:
+// its exact message, the stall alert when that revision had not raised it,
+// its history row. It then performs them.
+func (t *Tracker) adoptClaim(ctx context.Context, ref *firestore.DocumentRef, st *state) (effect.Status, error) {
+	now := t.Clock.Now()
+	if st.cstate == stateClaimed && now.Before(st.expires) {
+		return effect.Status{}, nil // that revision may still be publishing it
+	}
+	var msg Message
+	if err := json.Unmarshal([]byte(st.payload), &msg); err != nil {
+		return effect.Status{}, fmt.Errorf("batch %s: its stored completion is unreadable: %w", ref.ID, err)
+	}
+	effs := t.owedByCompletion(ref, st, msg, now)
+	if msg.Status == StatusPartial {
+		raised, err := t.raisedBefore(ctx, t.stallAlert(msg).Key)
+		if err != nil {
+			return effect.Status{}, err
+		}
+		if raised {
+			effs = slices.DeleteFunc(effs, func(e effect.Effect) bool { return e.Kind == effect.Slack })
+		}
+	}
+	ups := []firestore.Update{{Path: FieldState, Value: stateClaimed}, {Path: FieldExpires, Value: now.Add(t.Config.Gate.ClaimLease)},
+		{Path: FieldToken, Value: firestore.Delete}, {Path: FieldUpdatedAt, Value: now}}
+	ws := append([]effect.Write{{Ref: ref, Update: ups, Pre: []firestore.Precondition{firestore.LastUpdateTime(st.updateTime)}}},
+		t.Effects.Owe(now, effs...)...)
+	times, err := effect.Commit(ctx, t.Firestore, ws...)
+	if errors.Is(err, effect.ErrConflict) {
+		return effect.Status{}, nil // changed meanwhile: the next attempt sees it
+	}
+	if err != nil {
+		return effect.Status{}, err
+	}
+	data := map[string]any{FieldState: stateClaimed, FieldPayload: st.payload, FieldMessageIDs: anyList(st.msgIDs)}
+	done := t.Effects.Perform(ctx, effect.Made{Effects: effs, Times: times[1:], Owner: &effect.OwnerState{Data: data, Updated: times[0]}})
+	t.Log.InfoContext(ctx, "a batch completion claimed by an earlier revision is owed in the effect log")
+	return done[effs[0].ID()], nil
+}
+
+// raisedBefore reports whether a revision before the effect log recorded
+// the alert key in its outbox (orchestrator_alerts/{sha256(key)}).
+func (t *Tracker) raisedBefore(ctx context.Context, key string) (bool, error) {
+	sum := sha256.Sum256([]byte(key))
+	_, err := t.Firestore.Collection(t.Config.Names().Coll(alert.Collection)).Doc(hex.EncodeToString(sum[:])).Get(ctx)
+	switch status.Code(err) {
+	case codes.OK:
+		return true, nil
+	case codes.NotFound:
+		return false, nil
+	}
+	return false, fmt.Errorf("read the earlier outbox: %w", err)
 }
 
 // decide returns the status a batch completes with now, or "".
@@ -265,95 +421,9 @@ func (t *Tracker) message(tl *tally, status, reason string, now time.Time) Messa
 	}
 }
 
-// publishAndConfirm publishes the claimed message and records it.
-func (t *Tracker) publishAndConfirm(ctx context.Context, ref *firestore.DocumentRef, st *state) error {
-	var msg Message
-	_ = json.Unmarshal([]byte(st.payload), &msg) // we wrote it
-	attrs := map[string]string{"batch_id": msg.Metadata.BatchID, "game_date": msg.GameDate,
-		"correlation_id": msg.CorrelationID, "status": msg.Status, "execution_id": msg.ExecutionID}
-	pctx, cancel := context.WithTimeout(ctx, t.Config.Gate.PublishTimeout)
-	id, err := t.Publisher.Publish(pctx, t.Config.Topics.BatchComplete, []byte(st.payload), attrs)
-	cancel()
-	if err != nil {
-		t.Metrics.Inc("batch.publish_failed")
-		if rerr := t.release(context.WithoutCancel(ctx), ref, st.token); rerr != nil {
-			t.Log.ErrorContext(ctx, "releasing the batch claim failed; it expires with its lease", "error", rerr.Error())
-		}
-		return errs.E(errs.Transient, "publish_failed", err)
-	}
-	if err := t.fault(StepAfterPublish); err != nil {
-		return err
-	}
-	if msg.Status == StatusPartial {
-		err := t.Alerts.Raise(ctx, alert.Alert{
-			Key: "batch:" + msg.Metadata.BatchID + ":" + msg.Metadata.StallReason, Severity: alert.Error,
-			Title: fmt.Sprintf("batch going on without data: %s (%s)", msg.Metadata.BatchID, msg.Metadata.StallReason),
-			Phase: "phase_5_predictions", GameDate: msg.GameDate, Reason: "batch_" + msg.Metadata.StallReason,
-			Completed: int(msg.Metadata.CompletedPlayers), Expected: int(msg.Metadata.ExpectedPlayers),
-			Detail: fmt.Sprintf("batch completion published as partial with %.2f%% of players", msg.Metadata.CompletionPct),
-		})
-		if err != nil {
-			// As if this instance died here: the claim stays unconfirmed, and
-			// whoever finishes it once the lease ends publishes the same
-			// completion again and raises the alert.
-			return errs.E(errs.Transient, "alert_not_recorded", err)
-		}
-	}
-	if err := t.confirm(context.WithoutCancel(ctx), ref, msg, id); err != nil {
-		return errs.E(errs.Transient, "confirm_failed", err)
-	}
-	t.Metrics.Inc("batch.completed")
-	t.Log.InfoContext(ctx, "prediction batch completed", "status", msg.Status, "completed_players", msg.Metadata.CompletedPlayers,
-		"expected_players", msg.Metadata.ExpectedPlayers, "pubsub_message_id", id, "stall_reason", msg.Metadata.StallReason)
-	return nil
-}
-
-// confirm marks the completion published. It needs no claim of its own: a
-// slower attempt whose claim was taken over confirms the same message. The
-// batch's history row is recorded as owed in the same commit and inserted
-// after it.
-func (t *Tracker) confirm(ctx context.Context, ref *firestore.DocumentRef, msg Message, msgID string) error {
-	owed := false
-	err := retry.Do(ctx, t.backoff(), func(ctx context.Context) error {
-		snap, err := ref.Get(ctx)
-		if err != nil {
-			return fmt.Errorf("read %s: %w", ref.Path, err)
-		}
-		st := decodeState(snap)
-		if st.cstate == statePublished {
-			return nil
-		}
-		now := t.Clock.Now()
-		ups := []firestore.Update{
-			{Path: FieldState, Value: statePublished}, {Path: FieldComplete, Value: true},
-			{Path: FieldCompletionTime, Value: now}, {Path: FieldUpdatedAt, Value: now},
-			{Path: FieldMessageIDs, Value: append(st.msgIDs, msgID)}, {Path: FieldCompletedBy, Value: "phasegate"},
-			{Path: FieldToken, Value: firestore.Delete}, {Path: FieldExpires, Value: firestore.Delete},
-		}
-		if t.History == nil {
-			return t.conditional(ctx, ref, st, ups)
-		}
-		hist, doc := t.History.Owe(t.historyRow(st, msg, now))
-		err = t.Firestore.RunTransaction(ctx, func(ctx context.Context, tx *firestore.Transaction) error {
-			if err := tx.Update(ref, ups, firestore.LastUpdateTime(st.updateTime)); err != nil {
-				return err
-			}
-			return tx.Create(hist, doc)
-		}, firestore.MaxAttempts(1))
-		if err = t.classify(ref, err); err == nil {
-			owed = true
-		}
-		return err
-	})
-	if err == nil && owed {
-		t.History.Send(ctx, msg.Metadata.BatchID)
-	}
-	return err
-}
-
 // historyRow is a completed batch's phase_execution_log row.
 func (t *Tracker) historyRow(st *state, msg Message, now time.Time) history.Row {
-	date, _ := gamedate.Parse(msg.GameDate) // the batch's own, parsed when it was recorded
+	date, _ := gamedate.Parse(msg.GameDate) // a batch without a date: its row is refused, and said so
 	status := "complete"
 	if msg.Status == StatusPartial {
 		status = "partial"
@@ -372,56 +442,6 @@ func (t *Tracker) historyRow(st *state, msg Message, now time.Time) history.Row 
 	}
 }
 
-// release gives up this attempt's claim after a failed publish.
-func (t *Tracker) release(ctx context.Context, ref *firestore.DocumentRef, token string) error {
-	return t.update(ctx, ref, func(st *state) []firestore.Update {
-		if st.cstate != stateClaimed || st.token != token {
-			return nil
-		}
-		return []firestore.Update{
-			{Path: FieldState, Value: stateReleased}, {Path: FieldToken, Value: firestore.Delete},
-			{Path: FieldExpires, Value: firestore.Delete}, {Path: FieldUpdatedAt, Value: t.Clock.Now()},
-		}
-	})
-}
-
-// update applies f's updates with an optimistic loop on the batch document.
-func (t *Tracker) update(ctx context.Context, ref *firestore.DocumentRef, f func(*state) []firestore.Update) error {
-	return retry.Do(ctx, t.backoff(), func(ctx context.Context) error {
-		snap, err := ref.Get(ctx)
-		if err != nil {
-			return fmt.Errorf("read %s: %w", ref.Path, err)
-		}
-		st := decodeState(snap)
-		ups := f(st)
-		if len(ups) == 0 {
-			return nil
-		}
-		return t.conditional(ctx, ref, st, ups)
-	})
-}
-
-// conditional writes ups if the batch document is unchanged since st was
-// read; a lost race is retryable.
-func (t *Tracker) conditional(ctx context.Context, ref *firestore.DocumentRef, st *state, ups []firestore.Update) error {
-	_, err := ref.Update(ctx, ups, firestore.LastUpdateTime(st.updateTime))
-	return t.classify(ref, err)
-}
-
-// classify makes a lost race retryable.
-func (t *Tracker) classify(ref *firestore.DocumentRef, err error) error {
-	switch status.Code(err) {
-	case codes.OK:
-		return nil
-	case codes.FailedPrecondition, codes.Aborted:
-		t.Metrics.Inc("batch.write_conflict")
-		return retry.RetryableError(fmt.Errorf("%w: %v", errConflict, err))
-	case codes.NotFound:
-		return errNoBatch
-	}
-	return fmt.Errorf("write %s: %w", ref.Path, err)
-}
-
 func (t *Tracker) backoff() retry.Backoff {
 	b := retry.NewExponential(15 * time.Millisecond)
 	b = retry.WithCappedDuration(400*time.Millisecond, b)
@@ -429,8 +449,10 @@ func (t *Tracker) backoff() retry.Backoff {
 	return retry.WithMaxRetries(uint64(max(t.Config.Gate.WriteAttempts-1, 0)), b)
 }
 
-func newToken() string {
-	b := make([]byte, 8)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
+func anyList(s []string) []any {
+	out := make([]any, len(s))
+	for i, v := range s {
+		out[i] = v
+	}
+	return out
 }

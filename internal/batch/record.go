@@ -16,6 +16,7 @@ import (
 	"github.com/phasegate/phasegate/internal/alert"
 	"github.com/phasegate/phasegate/internal/dedup"
 	"github.com/phasegate/phasegate/internal/docid"
+	"github.com/phasegate/phasegate/internal/effect"
 	"github.com/phasegate/phasegate/internal/errs"
 	"github.com/phasegate/phasegate/internal/logging"
 	"github.com/phasegate/phasegate/internal/takeover"
@@ -47,7 +48,9 @@ type meta struct {
 	shardsTotal int64
 	haveShards  bool
 
-	capAlerted, passAlerted bool
+	passAlerted bool
+	// incarnation is the batch document's (effect.Incarnation).
+	incarnation string
 
 	merge  arrayMerge
 	queues []shardQueue
@@ -204,7 +207,7 @@ func (t *Tracker) meta(ctx context.Context, batchID string, mode Mode) (*meta, e
 		st = tl.st
 	}
 	m.batchID, m.mode, m.expected = batchID, mode, st.expected
-	m.gameDate, m.corrID = st.gameDate, st.corrID
+	m.gameDate, m.corrID, m.incarnation = st.gameDate, st.corrID, st.incarnation
 	m.n = st.shards()
 	m.queues = make([]shardQueue, m.n)
 	m.observe(tl)
@@ -428,19 +431,31 @@ type subGroup struct {
 // commitGroup commits g's members together and fills g.results.
 func (t *Tracker) commitGroup(ctx context.Context, m *meta, k int, g *subGroup) {
 	g.results = make([]memberResult, len(g.members))
-	// The same player twice in one group: the later copy is a duplicate.
-	seen := map[string]bool{}
+	// The same player twice in one group: the later copy is a duplicate of
+	// the first, and only once the first is stored — a copy answered
+	// "duplicate" before that commit is durable would be acknowledged, and
+	// lost with it if the commit failed.
+	first := map[string]int{}
 	var uniq []groupMember
 	var idx []int
 	for i, mb := range g.members {
-		if seen[mb.c.PlayerLookup] {
-			g.results[i].err = errDuplicate
+		if _, seen := first[mb.c.PlayerLookup]; seen {
 			continue
 		}
-		seen[mb.c.PlayerLookup] = true
+		first[mb.c.PlayerLookup] = i
 		uniq = append(uniq, mb)
 		idx = append(idx, i)
 	}
+	defer func() {
+		for i, mb := range g.members {
+			if j := first[mb.c.PlayerLookup]; j != i {
+				g.results[i] = memberResult{err: g.results[j].err, alone: g.results[j].alone}
+				if g.results[i].err == nil && !g.results[i].alone {
+					g.results[i].err = errDuplicate
+				}
+			}
+		}
+	}()
 	if len(uniq) == 1 {
 		_, pos, counter, err := t.commitGroupOf(ctx, m, k, uniq[0])
 		g.results[idx[0]] = memberResult{pos: pos, counter: counter, err: err}
@@ -471,7 +486,7 @@ func (t *Tracker) commitGroupOf(ctx context.Context, m *meta, k int, ms ...group
 	players := make([]string, 0, len(ms))
 	for _, mb := range ms {
 		c := mb.c
-		writes = append(writes, create(t.completionRef(batchID, c.PlayerLookup).Path, t.expiring(mb.at, map[string]*pb.Value{
+		writes = append(writes, createCompletion(t.completionRef(batchID, c.PlayerLookup).Path, t.expiring(mb.at, map[string]*pb.Value{
 			FieldPlayer: pbString(c.PlayerLookup), FieldCompletedAt: pbTime(mb.at), FieldPredCount: pbInt(c.PredictionsGenerated),
 		})))
 		preds += c.PredictionsGenerated
@@ -497,8 +512,9 @@ func (t *Tracker) commitGroupOf(ctx context.Context, m *meta, k int, ms ...group
 	return k, v, counter, nil
 }
 
-// afterSubWrite queues the player for the capped array's merge in
-// dual-write-with-subcollection-reads mode, then works out the mode's counter for the
+// afterSubWrite brings the capped array up to date when this instance
+// holds the batch's merge window (dual-write-with-subcollection-reads
+// mode), then works out the mode's counter for the
 // subcollection modes: skipped when clearly far from done, else one read
 // of every shard. It reports whether *counter holds the mode's counter.
 func (t *Tracker) afterSubWrite(ctx context.Context, m *meta, c *Completion, k int, v int64, now time.Time, counter *int64) (bool, error) {
@@ -506,7 +522,7 @@ func (t *Tracker) afterSubWrite(ctx context.Context, m *meta, c *Completion, k i
 		return true, nil
 	}
 	if m.mode == ModeDualSubReads {
-		t.queueArray(m, c.PlayerLookup)
+		t.mergeIfDue(ctx, m)
 	}
 	if m.canSkip(k, v) {
 		t.Metrics.Inc("batch.shard_read_skipped")
@@ -573,19 +589,30 @@ func (t *Tracker) afterDuplicate(ctx context.Context, m *meta) (Outcome, error) 
 	return t.complete(ctx, m, true)
 }
 
-// raiseOnce raises a unless this instance already did for m: the alert
-// service keeps it to one per key across instances; this saves the round
-// trip on every later completion. An alert that could not be recorded is
-// asked for again by the next completion past the cap.
+// raiseOnce owes a, once per batch incarnation, unless this instance
+// already did for m: the effect's create decides across instances (one
+// that finds it exists raised nothing), this flag saves the round trip on
+// every later completion. An alert that could not be recorded is asked
+// for again by the next completion past the cap.
 func (t *Tracker) raiseOnce(ctx context.Context, m *meta, raised *bool, a alert.Alert) {
 	m.mu.Lock()
 	first := !*raised
 	*raised = true
 	m.mu.Unlock()
-	if first && t.Alerts.Raise(ctx, a) != nil {
+	if !first {
+		return
+	}
+	eff := alert.Raise(a, m.incarnation)
+	times, err := effect.Commit(ctx, t.Firestore, t.Effects.Owe(t.Clock.Now(), eff)...)
+	switch {
+	case errors.Is(err, effect.ErrConflict):
+	case err != nil:
+		t.Log.WarnContext(ctx, "alert not recorded; the next completion asks again", "alert_key", a.Key, "error", err.Error())
 		m.mu.Lock()
 		*raised = false
 		m.mu.Unlock()
+	default:
+		t.Effects.Perform(ctx, effect.Made{Effects: []effect.Effect{eff}, Times: times})
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/phasegate/phasegate/internal/dedup"
+	"github.com/phasegate/phasegate/internal/effect"
 	"github.com/phasegate/phasegate/internal/takeover"
 )
 
@@ -47,6 +48,12 @@ const (
 	// spaces merges at least mergeEvery apart across every instance.
 	FieldArrayMerged   = "array_merged"
 	FieldArrayMergedAt = "array_merged_at"
+	// array_watermark and array_watermark_id are the last completion (by
+	// its server-set recorded_at, then its id) the capped array's merges
+	// have considered; array_full says the array reached its cap.
+	FieldArrayWatermark   = "array_watermark"
+	FieldArrayWatermarkID = "array_watermark_id"
+	FieldArrayFull        = "array_full"
 	// counter_shard_count is the batch's shard count (see ShardsFor).
 	FieldShardCount = "counter_shard_count"
 	// legacy_key_writes marks a batch that legacy-mode completions wrote to:
@@ -71,6 +78,9 @@ const (
 	FieldPlayer      = "player_lookup"
 	FieldCompletedAt = "completed_at"
 	FieldPredCount   = "predictions_count"
+	// FieldRecordedAt is when the store committed the completion (a
+	// server timestamp): the capped array's merges read completions by it.
+	FieldRecordedAt = "recorded_at"
 )
 
 // Shard document fields.
@@ -102,6 +112,9 @@ type state struct {
 	arrayOverflow             int64
 	arrayMerged               int64
 	arrayMergedAt             time.Time
+	arrayWatermark            time.Time
+	arrayWatermarkID          string
+	arrayFull                 bool
 	shardCount                int64
 	legacyKeys                bool
 	totalPredictions          int64
@@ -116,14 +129,20 @@ type state struct {
 	countedAt                time.Time
 	countedLen               int64
 	completedBy              string
+
+	// incarnation is the life of the document its effects belong to.
+	incarnation string
 }
 
 func decodeState(snap *firestore.DocumentSnapshot) *state {
 	if snap == nil || !snap.Exists() {
 		return &state{}
 	}
-	d := snap.Data()
-	st := &state{exists: true, updateTime: snap.UpdateTime, readTime: snap.ReadTime}
+	return decodeData(snap.Data(), snap.UpdateTime, snap.ReadTime, snap.CreateTime)
+}
+
+func decodeData(d map[string]any, updateTime, readTime, created time.Time) *state {
+	st := &state{exists: true, updateTime: updateTime, readTime: readTime, incarnation: effect.Incarnation(d, created)}
 	st.batchID, _ = d[FieldBatchID].(string)
 	st.gameDate, _ = d[FieldGameDate].(string)
 	st.corrID, _ = d[FieldCorrelationID].(string)
@@ -137,6 +156,9 @@ func decodeState(snap *firestore.DocumentSnapshot) *state {
 	st.arrayOverflow = takeover.Int(d[FieldArrayOverflow])
 	st.arrayMerged = takeover.Int(d[FieldArrayMerged])
 	st.arrayMergedAt, _ = d[FieldArrayMergedAt].(time.Time)
+	st.arrayWatermark, _ = d[FieldArrayWatermark].(time.Time)
+	st.arrayWatermarkID, _ = d[FieldArrayWatermarkID].(string)
+	st.arrayFull, _ = d[FieldArrayFull].(bool)
 	st.shardCount = takeover.Int(d[FieldShardCount])
 	st.legacyKeys, _ = d[FieldLegacyKeyWrites].(bool)
 	st.totalPredictions = takeover.Int(d[FieldTotalPredictions])
@@ -177,15 +199,10 @@ func (st *state) shards() int {
 	return LegacyShards
 }
 
-// liveClaim reports whether an attempt is publishing right now.
-func (st *state) liveClaim(now time.Time) bool {
-	return st.cstate == stateClaimed && now.Before(st.expires)
-}
-
-// resumable reports whether a completion was claimed but not confirmed and
-// may be taken over: its publish failed (released) or its claimant vanished.
-func (st *state) resumable(now time.Time) bool {
-	return st.payload != "" && (st.cstate == stateReleased || (st.cstate == stateClaimed && !now.Before(st.expires)))
+// owed reports whether a completion was claimed and is not confirmed yet
+// (released: by a revision before the effect log, after a failed publish).
+func (st *state) owed() bool {
+	return st.payload != "" && (st.cstate == stateClaimed || st.cstate == stateReleased)
 }
 
 // done reports whether the batch needs nothing more from phasegate.

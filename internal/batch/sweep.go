@@ -38,9 +38,10 @@ type SweepReport struct {
 // that are due: every expected player in (success, including a batch whose
 // last completion skipped the shard read); stalled for cfg.Batch.StallAfter
 // at StallMinPercent or more (partial, stall_reason "stalled"); older than
-// MaxAge (partial, "max_age"); or a completion whose claim was released or
-// expired. Each completion is claimed before it is published, so concurrent
-// sweeps publish it once. The query needs the composite index
+// MaxAge (partial, "max_age"); or a completion claimed and still owed
+// (its publish is the effect log's). Each completion is decided by a
+// conditional write, so concurrent sweeps decide it once. An open batch's
+// capped legacy array is brought up to date. The query needs the composite index
 // (is_complete ASC, start_time DESC). The error is the query's: a batch the
 // sweep could not finish is logged at ERROR and counted in the report's
 // Errors (its item's Err), as the next sweep retries it.
@@ -67,6 +68,11 @@ func (t *Tracker) Sweep(ctx context.Context, lookBack time.Duration, max int) (S
 		g.Go(func() error {
 			bctx := logging.WithLabels(ctx, "batch_id", id, "game_date", st.gameDate, "correlation_id", st.corrID)
 			r, err := t.finish(bctx, id, nil, SourceSweep)
+			if err == nil && r.Action == ActionNone && ModeFor(t.Config.Batch, id) == ModeDualSubReads {
+				// Still open: bring its capped array up to date, whatever
+				// became of the instances that recorded its completions.
+				err = t.mergeAll(bctx, id)
+			}
 			item := SweepItem{BatchID: id, GameDate: st.gameDate, Action: r.Action, Status: r.Status, Reason: r.Reason,
 				Players: r.Players, Expected: st.expected}
 			if err != nil {

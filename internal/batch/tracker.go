@@ -8,18 +8,18 @@ import (
 	"math"
 	"strconv"
 	"sync"
+	"time"
 
 	"cloud.google.com/go/firestore"
 	vkit "cloud.google.com/go/firestore/apiv1"
 	"golang.org/x/sync/singleflight"
 
-	"github.com/phasegate/phasegate/internal/alert"
 	"github.com/phasegate/phasegate/internal/clock"
 	"github.com/phasegate/phasegate/internal/config"
 	"github.com/phasegate/phasegate/internal/docid"
+	"github.com/phasegate/phasegate/internal/effect"
 	"github.com/phasegate/phasegate/internal/envelope"
 	"github.com/phasegate/phasegate/internal/errs"
-	"github.com/phasegate/phasegate/internal/history"
 	"github.com/phasegate/phasegate/internal/logging"
 	"github.com/phasegate/phasegate/internal/metrics"
 )
@@ -63,52 +63,31 @@ func ShardsFor(expected int64, rate int) int {
 	return min(MaxShards, max(LegacyShards, min(byRate, bySize)))
 }
 
-// Publisher sends a message to a topic and returns its id.
-type Publisher interface {
-	Publish(ctx context.Context, topic string, data []byte, attrs map[string]string) (string, error)
-}
-
-// Alerter raises Slack alerts, at most once per key. Slack's failures never
-// reach the caller; an error means the alert could not be recorded.
-type Alerter interface {
-	Raise(ctx context.Context, a alert.Alert) error
+// Effects records and performs what decisions owe.
+type Effects interface {
+	Owe(now time.Time, effs ...effect.Effect) []effect.Write
+	Perform(ctx context.Context, m effect.Made) map[string]effect.Status
+	Resume(ctx context.Context, id string) (effect.Status, error)
 }
 
 // Deps are what a Tracker needs from outside.
-// History records a completed batch's row in the history table: Owe is
-// the outbox write committed with the confirm, Send inserts it.
-type History interface {
-	Owe(r history.Row) (*firestore.DocumentRef, map[string]any)
-	Send(ctx context.Context, key string)
-}
-
 type Deps struct {
 	Firestore *firestore.Client
-	Publisher Publisher
-	Alerts    Alerter
+	Effects   Effects
 	Clock     clock.Clock
 	Log       *slog.Logger
 	Metrics   *metrics.Registry
 	// Config is read on every call: Batch (flags, cap, stall rules), Gate
-	// (lease, attempts, publish timeout), Topics.BatchComplete, Idempotency.
+	// (lease, attempts), Topics.BatchComplete, Idempotency.
 	Config *config.Config
-	// History, nil when off (shadow mode, no BigQuery), gets a row per
-	// completed batch.
-	History History
-	// Fault, when set, is consulted at each step of the completion protocol;
-	// an error stops the attempt there as a crash would. Tests use it.
-	Fault func(step string) error
+	// HistoryTable, "" when history is off (shadow mode, no BigQuery), gets
+	// a row per completed batch.
+	HistoryTable string
 	// Raw is the low-level client on the same project, for the single-RPC
 	// commits whose transform results the fast path reads; its owner
 	// closes it.
 	Raw *vkit.Client
 }
-
-// Steps at which Deps.Fault is consulted.
-const (
-	StepAfterClaim   = "batch_after_claim"   // the completion is claimed, not published
-	StepAfterPublish = "batch_after_publish" // published, not confirmed
-)
 
 // Tracker records worker completions and completes prediction batches.
 type Tracker struct {
@@ -116,10 +95,6 @@ type Tracker struct {
 	raw    *vkit.Client
 	cache  *cache
 	flight singleflight.Group
-	// stopping ends background merges when the Tracker closes.
-	stopping context.Context
-	stop     context.CancelFunc
-	merges   sync.WaitGroup
 }
 
 // New returns a Tracker committing through d.Raw.
@@ -133,18 +108,7 @@ func New(d Deps) *Tracker {
 	if d.Log == nil {
 		d.Log = slog.New(slog.DiscardHandler)
 	}
-	t := &Tracker{Deps: d, raw: d.Raw, cache: newCache(4096)}
-	t.stopping, t.stop = context.WithCancel(context.Background())
-	return t
-}
-
-// Close ends background merges.
-func (t *Tracker) Close() {
-	if t == nil {
-		return
-	}
-	t.stop()
-	t.merges.Wait()
+	return &Tracker{Deps: d, raw: d.Raw, cache: newCache(4096)}
 }
 
 // Mode is where a batch's completions are written and counted from
@@ -205,15 +169,14 @@ func (t *Tracker) completionRef(batchID, player string) *firestore.DocumentRef {
 	return t.batchRef(batchID).Collection(CompletionsSub).Doc(docid.Encode(player))
 }
 
-func (t *Tracker) fault(step string) error {
-	if t.Fault == nil {
-		return nil
-	}
-	if err := t.Fault(step); err != nil {
-		return errs.E(errs.Transient, "fault_"+step, err)
-	}
-	return nil
+// ownerPath is the batch document's path as the effect log names owners.
+func (t *Tracker) ownerPath(batchID string) string {
+	return t.Config.Names().Coll(Collection) + "/" + docid.Encode(batchID)
 }
+
+// Collection is the batch documents' collection (the effect log's owner
+// name for them).
+func (t *Tracker) Collection() string { return t.Config.Names().Coll(Collection) }
 
 // Handle is the PredictionCompletions entry point.
 func (t *Tracker) Handle(ctx context.Context, m envelope.Message) error {

@@ -1,10 +1,14 @@
 // Package bus publishes to Pub/Sub topics.
 //
 // It calls the Publish RPC directly instead of the bundling Publisher: a
-// trigger is one message sent inside a request, and the gate must know, when
-// the call returns, whether it was accepted. The bundler keeps retrying in
-// the background after the caller's context ends, which would turn a
-// "failed" publish the gate has already released into a second copy.
+// trigger is one message sent inside a request, and its effect must know,
+// when the call returns, whether it was accepted. The bundler keeps retrying
+// in the background after the caller's context ends, which would turn a
+// "failed" publish into a second copy. For the same reason the RPC's own
+// retries are switched off: the generated client retries Publish on
+// Unavailable and DeadlineExceeded, and a publish that timed out after
+// Pub/Sub accepted it would go out again unseen. Retries are the effect
+// log's, which records an ambiguous try before it repeats one.
 package bus
 
 import (
@@ -16,6 +20,7 @@ import (
 
 	"cloud.google.com/go/pubsub/v2"
 	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
+	"github.com/googleapis/gax-go/v2"
 	"google.golang.org/api/option"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -61,7 +66,7 @@ func (b *Bus) Publish(ctx context.Context, topic string, data []byte, attrs map[
 	res, err := b.client.TopicAdminClient.Publish(ctx, &pubsubpb.PublishRequest{
 		Topic:    b.TopicName(topic),
 		Messages: []*pubsubpb.PubsubMessage{{Data: data, Attributes: attrs}},
-	})
+	}, noRetry)
 	if err != nil {
 		return "", fmt.Errorf("bus: publish to %s: %w", topic, err)
 	}
@@ -70,6 +75,9 @@ func (b *Bus) Publish(ctx context.Context, topic string, data []byte, attrs map[
 	}
 	return res.MessageIds[0], nil
 }
+
+// noRetry makes one Publish RPC one try.
+var noRetry = gax.WithRetry(func() gax.Retryer { return nil })
 
 // EnsureTopic creates topic unless it exists; it remembers topics it has seen.
 func (b *Bus) EnsureTopic(ctx context.Context, topic string) error {

@@ -33,6 +33,7 @@ type Config struct {
 	Idempotency Idempotency `yaml:"idempotency"`
 	Sweep       Sweep       `yaml:"sweep"`
 	Alerts      Alerts      `yaml:"alerts"`
+	Effects     Effects     `yaml:"effects"`
 	Batch       Batch       `yaml:"batch"`
 	BigQuery    BigQuery    `yaml:"bigquery"`
 	Phases      []Phase     `yaml:"phases"`
@@ -58,6 +59,18 @@ const BatchPhase = "prediction_batch"
 
 // Shadow reports whether phasegate runs beside the running system.
 func (c *Config) Shadow() bool { return c.Mode == ModeShadow }
+
+// OutputTopics are the topics phasegate publishes triggers and batch
+// completions to.
+func (c *Config) OutputTopics() []string {
+	out := []string{c.Topics.BatchComplete}
+	for _, p := range c.Phases {
+		if !slices.Contains(out, p.OutputTopic) {
+			out = append(out, p.OutputTopic)
+		}
+	}
+	return out
+}
 
 // Owns reports whether phasegate owns the phase (or BatchPhase) named name.
 func (c *Config) Owns(name string) bool {
@@ -173,9 +186,17 @@ type Sweep struct {
 	LookBack    time.Duration `yaml:"look_back"`
 	MaxItems    int           `yaml:"max_items"`
 	Concurrency int           `yaml:"concurrency"`
-	// FlushBudget bounds the alert outbox's share of a sweep, so that a
+	// FlushBudget bounds the effect log's share of a sweep, so that a
 	// Slack outage cannot hold the sweep past its function's timeout.
 	FlushBudget time.Duration `yaml:"flush_budget"`
+}
+
+// Effects configures the effect log (orchestrator_effects).
+type Effects struct {
+	// Retention is how long a settled effect record is kept (a TTL policy
+	// on its _expires_at deletes it); an owed or failed one is kept until
+	// it is performed or dismissed.
+	Retention time.Duration `yaml:"retention"`
 }
 
 // Alerts configures Slack delivery.
@@ -479,6 +500,7 @@ func (c *Config) Validate() error {
 	positive("idempotency.ttl (DEDUP_TTL_DAYS)", c.Idempotency.TTL)
 	positive("sweep.look_back", c.Sweep.LookBack)
 	positive("sweep.flush_budget", c.Sweep.FlushBudget)
+	positive("effects.retention", c.Effects.Retention)
 	if c.Sweep.MaxItems < 1 {
 		bad("sweep.max_items", "must be at least 1")
 	}

@@ -15,11 +15,11 @@ import (
 
 	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
 
-	"github.com/phasegate/phasegate/internal/alert"
 	"github.com/phasegate/phasegate/internal/apptest"
 	"github.com/phasegate/phasegate/internal/config"
 	"github.com/phasegate/phasegate/internal/dedup"
 	"github.com/phasegate/phasegate/internal/edge"
+	"github.com/phasegate/phasegate/internal/effect"
 	"github.com/phasegate/phasegate/internal/gate"
 	"github.com/phasegate/phasegate/internal/slacktest"
 	"github.com/phasegate/phasegate/internal/testenv"
@@ -45,40 +45,6 @@ var (
 // date is overnight for phase 3 at apptest.Start.
 const date = "2026-01-19"
 
-// crasher is the Deps.Fault hook of a row: it kills the attempt at a step
-// as often as the row arms it, and counts what it did.
-type crasher struct {
-	mu      sync.Mutex
-	armed   map[string]int
-	crashed map[string]int
-}
-
-func newCrasher() *crasher { return &crasher{armed: map[string]int{}, crashed: map[string]int{}} }
-
-// arm makes the next n visits of step crash.
-func (c *crasher) arm(step string, n int) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.armed[step] += n
-}
-
-func (c *crasher) fault(step string) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.armed[step] <= 0 {
-		return nil
-	}
-	c.armed[step]--
-	c.crashed[step]++
-	return errors.New("injected crash at " + step)
-}
-
-func (c *crasher) count(step string) int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.crashed[step]
-}
-
 // flakyPublisher fails the next n publishes to one topic: Pub/Sub
 // unavailable, then back.
 type flakyPublisher struct {
@@ -103,7 +69,6 @@ type rig struct {
 	t       *testing.T
 	ep      string // the gate's entry point
 	phase   *config.Phase
-	crash   *crasher
 	pub     *flakyPublisher
 	trigger *testenv.Sub // the consumer of the gate's output topic
 	dlq     *testenv.Sub
@@ -113,7 +78,7 @@ type rig struct {
 	sent    map[string][]byte // every message id delivered, for the record
 
 	fivexx     atomic.Int64 // 5xx answers seen
-	leaseWaits int          // times settling had to let a claim lease expire
+	leaseWaits int          // times settling had to let a lease expire
 }
 
 type rigOpt struct {
@@ -125,7 +90,7 @@ type rigOpt struct {
 
 func newRig(t *testing.T, ep string, o rigOpt) *rig {
 	t.Helper()
-	r := &rig{t: t, ep: ep, crash: newCrasher(), pending: map[string][]byte{}, sent: map[string][]byte{}}
+	r := &rig{t: t, ep: ep, pending: map[string][]byte{}, sent: map[string][]byte{}}
 	base := config.Default()
 	p, ok := base.Phase(ep)
 	if !ok {
@@ -134,7 +99,6 @@ func newRig(t *testing.T, ep string, o rigOpt) *rig {
 	r.pub = &flakyPublisher{topic: p.OutputTopic}
 	r.pub.n.Store(int32(o.failPubs))
 	r.Env = apptest.New(t, append([]apptest.Option{
-		apptest.WithFault(r.crash.fault),
 		apptest.WithPublisher(func(inner edge.Publisher) edge.Publisher { r.pub.Publisher = inner; return r.pub }),
 		apptest.WithConfig(func(c *config.Config) {
 			if o.slack {
@@ -226,10 +190,9 @@ func (r *rig) sweep() {
 }
 
 // settle is what Pub/Sub and Cloud Scheduler do after the faults: redeliver
-// every unacknowledged message; when that is not enough, let the claim
-// lease run out (and the sweep run) and redeliver again. Last, one more
-// sweep past the lease and the alert leases finishes whatever a crash left
-// without a message and flushes the alert outbox.
+// every unacknowledged message; when that is not enough, let the leases
+// run out (and the sweep run) and redeliver again. Last, sweeps past every
+// lease until the effect log owes no alert.
 func (r *rig) settle() {
 	r.t.Helper()
 	for round := 0; ; round++ {
@@ -258,8 +221,8 @@ func (r *rig) settle() {
 			r.sweep()
 		}
 	}
-	// Sweeps past every lease until the alert outbox owes nothing (a slow
-	// machine may need more than one Flush to get through Slack's faults).
+	// Sweeps past every lease until no alert is owed (a slow machine may
+	// need more than one sweep to get through Slack's faults).
 	for range 4 {
 		r.Clock.Advance(r.Cfg.Gate.ClaimLease)
 		r.sweep()
@@ -269,19 +232,28 @@ func (r *rig) settle() {
 	}
 }
 
-// alertsOwed counts alert messages recorded but not delivered yet.
+// alertsOwed counts Slack effects not performed yet.
 func (r *rig) alertsOwed() int {
-	docs, err := r.App.FS.Collection(alert.Collection).Documents(context.Background()).GetAll()
-	if err != nil {
-		r.t.Fatal(err)
-	}
 	n := 0
-	for _, d := range docs {
-		if d.Data()["state"] == alert.StatePending || d.Data()["resolve_state"] == alert.StatePending {
+	for _, d := range r.slackEffects() {
+		if d["state"] == string(effect.Owed) {
 			n++
 		}
 	}
 	return n
+}
+
+// slackEffects are the effect log's Slack records.
+func (r *rig) slackEffects() []map[string]any {
+	docs, err := r.App.FS.Collection(effect.Collection).Where("kind", "==", string(effect.Slack)).Documents(context.Background()).GetAll()
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	var out []map[string]any
+	for _, d := range docs {
+		out = append(out, d.Data())
+	}
+	return out
 }
 
 // drain returns what the consumer and the dead-letter topic received.
@@ -318,8 +290,8 @@ func byTrigger(t *testing.T, msgs []*pubsubpb.PubsubMessage) map[string][]gate.M
 	return out
 }
 
-// alertsSettled checks Slack against the alert outbox: every delivered post
-// is recorded as sent, no title was delivered twice on a route (at most one
+// alertsSettled checks Slack against the effect log: every delivered post
+// is recorded as done, no title was delivered twice on a route (at most one
 // message per alert key and one follow-up), and nothing is left owed.
 func (r *rig) alertsSettled(want int) {
 	t := r.t
@@ -335,21 +307,12 @@ func (r *rig) alertsSettled(want int) {
 			t.Errorf("slack got %q %d times: at most once per alert key", k, n)
 		}
 	}
-	docs, err := r.App.FS.Collection(alert.Collection).Documents(context.Background()).GetAll()
-	if err != nil {
-		t.Fatal(err)
-	}
 	recorded := 0
-	for _, d := range docs {
-		state, _ := d.Data()["state"].(string)
-		resolve, _ := d.Data()["resolve_state"].(string)
-		if state != alert.StateSent || (resolve != "" && resolve != alert.StateSent) {
-			t.Errorf("alert %v not settled: state %q resolve_state %q", d.Data()["key"], state, resolve)
-		}
-		if state == alert.StateSent {
-			recorded++
-		}
-		if resolve == alert.StateSent {
+	for _, d := range r.slackEffects() {
+		switch {
+		case d["state"] != string(effect.Done):
+			t.Errorf("alert %v not settled: state %v", d["key"], d["state"])
+		case d["ref"] != "skipped":
 			recorded++
 		}
 	}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/phasegate/phasegate/internal/apptest"
 	"github.com/phasegate/phasegate/internal/config"
+	"github.com/phasegate/phasegate/internal/effect"
 )
 
 // With late_arrival on, the supplemental trigger is the last event of the
@@ -100,49 +101,25 @@ func TestFailureAlertSeverityPhase3(t *testing.T) {
 	}
 }
 
-// An alert whose record cannot be written fails the event; the redelivery,
-// a duplicate, raises it: one Slack message, nothing dropped.
-func TestAlertNotRecordedFailsTheEvent(t *testing.T) {
-	e := apptest.New(t, apptest.FailAlertWrites(t, 1))
+// An alert is owed in the commit that records its cause: when that commit
+// fails, neither is recorded and the event answers 5xx; its redelivery
+// records both, and the alert goes out once.
+func TestAlertOwedWithItsCause(t *testing.T) {
+	f := apptest.NewFaults()
+	e := apptest.New(t, f.Option(t))
+	f.At(effect.Collection, 0, apptest.Fail)
 	m := apptest.Completion("NbacScheduleProcessor", "2026-01-19", "failed")
 	if c := e.PushOnce("Phase2To3", "m1", m); c < 500 {
-		t.Fatalf("status %d with the alert unrecorded, want 5xx", c)
+		t.Fatalf("status %d with the commit failed, want 5xx", c)
 	}
-	if posts := e.Slack.Delivered(); len(posts) != 0 {
-		t.Fatalf("slack posts = %+v before the alert was recorded", posts)
+	if doc := e.Doc("phase2_completion/2026-01-19"); doc != nil {
+		t.Fatalf("the failure was recorded without its alert: %v", doc)
 	}
 	if c := e.Deliver("Phase2To3", "m1", m); c >= 300 {
 		t.Fatalf("redelivery: status %d", c)
 	}
 	if posts := e.Slack.Delivered(); len(posts) != 1 || posts[0].Path != "/error" {
 		t.Fatalf("slack posts = %+v, want the one error alert", posts)
-	}
-}
-
-// The partial trigger's alert cannot be recorded: the claim is left as a
-// crash would leave it, and the sweep that finishes it after the lease
-// publishes the same trigger_id and raises the alert.
-func TestPartialAlertNotRecordedRaisedBySweep(t *testing.T) {
-	e := apptest.New(t, apptest.FailAlertWrites(t, 1))
-	sub := e.Sub("nba-phase4-trigger")
-	var last int
-	for _, p := range []string{"PlayerGameSummaryProcessor", "AsyncUpcomingPlayerGameContextProcessor",
-		"TeamDefenseGameSummaryProcessor"} {
-		last = e.PushOnce("Phase3To4", "m-"+p, apptest.Completion(p, "2026-01-19", "success"))
-	}
-	if last < 500 {
-		t.Fatalf("the triggering completion answered %d with its alert unrecorded, want 5xx", last)
-	}
-	e.Clock.Advance(e.Cfg.Gate.ClaimLease + time.Second)
-	if c := e.Deliver("Sweep", "s1", map[string]any{}); c >= 300 {
-		t.Fatalf("sweep: status %d", c)
-	}
-	got := triggers(t, sub.Drain(t, time.Second))
-	if len(got) != 2 || got[0].TriggerID != got[1].TriggerID || !got[0].IsPartial {
-		t.Fatalf("triggers = %+v, want the partial trigger and its re-publication", got)
-	}
-	if posts := e.Slack.Delivered(); len(posts) != 1 || posts[0].Path != "/error" {
-		t.Fatalf("slack posts = %+v, want the one partial alert", posts)
 	}
 }
 

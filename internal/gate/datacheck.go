@@ -2,14 +2,11 @@ package gate
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"maps"
 	"slices"
 	"strings"
 	"time"
-
-	"cloud.google.com/go/firestore"
 
 	"github.com/phasegate/phasegate/internal/alert"
 	"github.com/phasegate/phasegate/internal/config"
@@ -25,16 +22,6 @@ type DataChecker interface {
 	Run(ctx context.Context, check *config.DataCheck, tables []config.CheckTable, date gamedate.Date) datacheck.Result
 }
 
-// History appends phase boundaries to the history table. Owe returns the
-// outbox write the confirm commits with the trigger; Send inserts it; Append
-// does both for rows that go with no commit of the gate's. Shadow mode
-// leaves it nil: no rows.
-type History interface {
-	Owe(r history.Row) (*firestore.DocumentRef, map[string]any)
-	Send(ctx context.Context, key string)
-	Append(ctx context.Context, r history.Row)
-}
-
 // _data_check, the gate's record of its last check.
 const (
 	fDataCheck = "_data_check"
@@ -42,6 +29,8 @@ const (
 	// maximum wait counts from it.
 	dcSince  = "blocked_since"
 	dcGaveUp = "gave_up"
+	// dcRow: the block's history row is owed already.
+	dcRow = "row"
 )
 
 // What the trigger message says about the check (data_check).
@@ -70,23 +59,14 @@ type checkVerdict struct {
 	counts   map[string]int64
 }
 
-// dataCheckAlerts are the alerts a plan's check calls for after its commit.
-type dataCheckAlerts struct {
-	result  *datacheck.Result
-	blocked bool // raise the block (or monitor) alert
-	gaveUp  bool // stay_blocked after the maximum wait
-	proceed bool // proceed after the maximum wait
-	resolve bool // the check passed after a block
-	degrade bool // passed with some table empty
-	monitor bool
-	since   time.Time
-}
-
 // checkFor decides whether a trigger the rules fired may go: it returns the
 // verdict the message carries and true, or false when the trigger waits
 // (for a first evaluation, asked for through pl.needCheck; for a block).
+// It owes, with the check's record, the alerts and the row of its
+// transitions: into a block (one error alert, one row once blocked), out
+// of it (the alert's "resolved", with the claim), past the maximum wait.
 func (g *Gate) checkFor(pl *plan, date gamedate.Date, st *docState, d rules.Decision, src Source,
-	res *datacheck.Result, now time.Time) (checkVerdict, bool) {
+	res *datacheck.Result, now time.Time, inc string) (checkVerdict, bool) {
 	c := g.phase.DataCheck
 	switch {
 	case c == nil:
@@ -118,20 +98,33 @@ func (g *Gate) checkFor(pl *plan, date gamedate.Date, st *docState, d rules.Deci
 	if res.Err != nil {
 		rec["error"] = truncate(res.Err.Error(), 500)
 	}
-	v := checkVerdict{verified: res.Verified(), missing: nonNil(res.Missing), counts: res.Counts}
-	a := &dataCheckAlerts{result: res}
-	pl.dataAlerts = a
 	pl.set(fDataCheck, rec)
+	v := checkVerdict{verified: res.Verified(), missing: nonNil(res.Missing), counts: res.Counts}
+	key := g.phase.Name + ":" + date.String() + ":data_check"
+	raise := func(k string, sev alert.Severity, reason, title string) {
+		a := g.checkAlert(date, res)
+		a.Key, a.Severity, a.Reason, a.Title = k, sev, reason, title
+		pl.owe(alert.Raise(a, inc))
+	}
 	switch {
 	case res.Status == datacheck.Passed:
 		v.status = checkPassed
-		a.resolve = wasHeld && c.Action == config.ActionBlock
+		if wasHeld && c.Action == config.ActionBlock {
+			pl.owe(alert.Resolve(alert.Alert{Key: key, Phase: g.phase.Name, GameDate: date.String(),
+				Title:  fmt.Sprintf("%s: %s data for %s is in; the trigger goes out", c.Name, g.phase.Name, date),
+				Detail: countsText(res)}, inc))
+		}
 		if len(res.Missing) > 0 {
-			v.status, a.degrade = checkDegraded, true
+			v.status = checkDegraded
+			raise(key+"_degraded", alert.Warning, "data_check_degraded",
+				fmt.Sprintf("%s: %s goes on degraded for %s (%d of %d tables hold rows)", c.Name, g.phase.Name, date,
+					len(res.Counts)-len(res.Missing), len(res.Counts)))
 		}
 		return v, true
 	case c.Action == config.ActionMonitor:
-		v.status, a.monitor = checkMonitor, true
+		v.status = checkMonitor
+		raise(key, alert.Warning, "data_check_"+res.Status,
+			fmt.Sprintf("%s: %s data for %s is incomplete; the next phase goes on", c.Name, g.phase.Name, date))
 		return v, true
 	}
 	since := now
@@ -140,123 +133,63 @@ func (g *Gate) checkFor(pl *plan, date gamedate.Date, st *docState, d rules.Deci
 			since = t
 		}
 	}
-	rec[dcSince], a.since = since, since
+	rec[dcSince] = since
 	pl.outcome.Blocked = res.Status
+	if !wasHeld {
+		raise(key, alert.Error, "data_check_"+res.Status,
+			fmt.Sprintf("%s: %s BLOCKED for %s (%s)", c.Name, g.phase.Name, date, res.Status))
+	}
+	rowOwed, _ := prev[dcRow].(bool)
+	rowOwed = rowOwed && wasHeld
+	if res.Status == datacheck.Blocked && !rowOwed && g.HistoryTable != "" {
+		pl.owe(history.Effect(g.blockedRow(date, st, res, since), g.HistoryTable, inc))
+		rowOwed = true
+	}
+	rec[dcRow] = rowOwed
 	if now.Sub(since) < c.MaxWait {
-		a.blocked = true
 		return v, false
 	}
 	if c.AfterMaxWait == config.AfterProceed {
-		v.status, a.proceed = checkMaxWait, true
+		v.status = checkMaxWait
+		raise(key+"_max_wait", alert.Error, "data_check_max_wait",
+			fmt.Sprintf("%s: %s for %s went on unverified after %v blocked", c.Name, g.phase.Name, date, c.MaxWait))
 		return v, true
 	}
-	gaveUp, _ := prev[dcGaveUp].(bool)
-	rec[dcGaveUp] = true
-	a.gaveUp, a.blocked = !gaveUp, true
-	return v, false
-}
-
-// checkAlerts raises what a committed check called for and appends the
-// blocked row. The alert service sends each key at most once, so raising
-// again on every evaluation of a blocked gate costs no message.
-func (g *Gate) checkAlerts(ctx context.Context, date gamedate.Date, st *docState, a *dataCheckAlerts) error {
-	if a == nil {
-		return nil
-	}
-	c, r := g.phase.DataCheck, a.result
-	key := g.phase.Name + ":" + date.String() + ":data_check"
-	base := alert.Alert{Phase: g.phase.Name, GameDate: date.String(), Missing: r.Missing,
-		Expected: len(r.Counts), Completed: len(r.Counts) - len(r.Missing), Detail: countsText(r)}
-	if r.Status == datacheck.Error {
-		base.Expected, base.Completed = 0, 0
-		base.Detail = "BigQuery could not answer: " + truncate(r.Err.Error(), 300) + "; the sweep retries"
-	}
-	var errs []error
-	raise := func(k string, sev alert.Severity, reason, title string) {
-		al := base
-		al.Key, al.Severity, al.Reason, al.Title = k, sev, reason, title
-		errs = append(errs, g.Alerts.Raise(ctx, al))
-	}
-	switch {
-	case a.monitor:
-		raise(key, alert.Warning, "data_check_"+r.Status,
-			fmt.Sprintf("%s: %s data for %s is incomplete; the next phase goes on", c.Name, g.phase.Name, date))
-	case a.degrade:
-		raise(key+"_degraded", alert.Warning, "data_check_degraded",
-			fmt.Sprintf("%s: %s goes on degraded for %s (%d of %d tables hold rows)", c.Name, g.phase.Name, date,
-				len(r.Counts)-len(r.Missing), len(r.Counts)))
-	}
-	if a.blocked {
-		raise(key, alert.Error, "data_check_"+r.Status,
-			fmt.Sprintf("%s: %s BLOCKED for %s (%s)", c.Name, g.phase.Name, date, r.Status))
-		if r.Status == datacheck.Blocked && g.History != nil {
-			g.History.Append(ctx, g.blockedRow(date, st, a))
-		}
-	}
-	if a.gaveUp {
+	if gaveUp, _ := prev[dcGaveUp].(bool); !gaveUp {
 		raise(key+"_max_wait", alert.Error, "data_check_stay_blocked",
 			fmt.Sprintf("%s: %s for %s still blocked after %v; it stays blocked until an operator triggers", c.Name, g.phase.Name, date, c.MaxWait))
 	}
-	if a.proceed {
-		raise(key+"_max_wait", alert.Error, "data_check_max_wait",
-			fmt.Sprintf("%s: %s for %s went on unverified after %v blocked", c.Name, g.phase.Name, date, c.MaxWait))
-	}
-	return errors.Join(errs...)
+	rec[dcGaveUp] = true
+	return v, false
 }
 
-// resolveCheck follows a block's alert with "resolved" once the trigger it
-// held is out. The trigger is confirmed and the sweep no longer visits the
-// gate, so a follow-up the alert service could not record is logged, not
-// retried.
-func (g *Gate) resolveCheck(ctx context.Context, date gamedate.Date, a *dataCheckAlerts) {
-	if a == nil || !a.resolve {
-		return
+// checkAlert is the body every alert of a check's result shares.
+func (g *Gate) checkAlert(date gamedate.Date, r *datacheck.Result) alert.Alert {
+	a := alert.Alert{Phase: g.phase.Name, GameDate: date.String(), Missing: r.Missing,
+		Expected: len(r.Counts), Completed: len(r.Counts) - len(r.Missing), Detail: countsText(r)}
+	if r.Status == datacheck.Error {
+		a.Expected, a.Completed = 0, 0
+		a.Detail = "BigQuery could not answer: " + truncate(errText(r.Err), 300) + "; the sweep retries"
 	}
-	err := g.Alerts.Resolve(ctx, alert.Alert{Key: g.phase.Name + ":" + date.String() + ":data_check", Phase: g.phase.Name,
-		GameDate: date.String(), Title: fmt.Sprintf("%s: %s data for %s is in; the trigger went out", g.phase.DataCheck.Name, g.phase.Name, date),
-		Detail: countsText(a.result)})
-	if err != nil {
-		g.Log.ErrorContext(ctx, "the data check's resolved alert was not recorded", "error", err.Error())
-	}
+	return a
 }
 
-func (g *Gate) blockedRow(date gamedate.Date, st *docState, a *dataCheckAlerts) history.Row {
+func errText(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+func (g *Gate) blockedRow(date gamedate.Date, st *docState, r *datacheck.Result, since time.Time) history.Row {
 	now := g.Clock.Now()
 	return history.Row{
 		Key: g.phase.Name + ":" + date.String() + ":blocked", ExecutionTimestamp: now, PhaseName: g.phase.Name,
 		GameDate: date, StartTime: st.first, DurationSeconds: durationSince(st.first, now), Status: "blocked",
 		CorrelationID: st.corrID,
-		Metadata: map[string]any{"check": g.phase.DataCheck.Name, "missing_tables": nonNil(a.result.Missing),
-			"table_row_counts": a.result.Counts, "blocked_since": a.since.UTC().Format(time.RFC3339)},
+		Metadata: map[string]any{"check": g.phase.DataCheck.Name, "missing_tables": nonNil(r.Missing),
+			"table_row_counts": r.Counts, "blocked_since": since.UTC().Format(time.RFC3339)},
 	}
-}
-
-// triggerRow is a published trigger's history row.
-func (g *Gate) triggerRow(date gamedate.Date, st *docState, msg Message, now time.Time) history.Row {
-	status := msg.TriggerReason
-	switch {
-	case msg.TriggerReason == rules.ReasonAllComplete:
-		status = "complete"
-	case strings.HasPrefix(msg.TriggerReason, "critical_plus_majority_"):
-		status = "partial"
-	}
-	return history.Row{
-		Key: msg.TriggerID, ExecutionTimestamp: now, PhaseName: g.phase.Name, GameDate: date,
-		StartTime: st.first, DurationSeconds: durationSince(st.first, now), Status: status, CorrelationID: msg.CorrelationID,
-		Metadata: map[string]any{
-			"trigger_id": msg.TriggerID, "trigger_reason": msg.TriggerReason, "mode": msg.Mode,
-			"is_partial": msg.IsPartial, "completed_processors": msg.CompletedProcessors,
-			"missing_processors": msg.MissingProcessors, "data_freshness_verified": msg.DataFreshnessVerified,
-			"data_check": msg.DataCheck, "missing_tables": msg.MissingTables, "table_row_counts": msg.TableRowCounts,
-		},
-	}
-}
-
-func durationSince(first, now time.Time) float64 {
-	if first.IsZero() {
-		return 0
-	}
-	return now.Sub(first).Seconds()
 }
 
 func countsText(r *datacheck.Result) string {

@@ -271,8 +271,8 @@ func toStrings(v any) []string {
 }
 
 // History rows the request could not write wait for the sweep, and a row
-// whose insert may already have reached BigQuery (its sender died before
-// marking it) is looked for, not inserted twice.
+// whose insert may already have reached BigQuery (its performer died before
+// recording it) is looked for, not inserted twice.
 func TestHistoryWaitsForTheSweepAndIsNotDoubled(t *testing.T) {
 	bq := bqtest.Start(t)
 	seedCheck(t, bq, "phase4_to_phase5", night, "nba_predictions.ml_feature_store_v2", "nba_precompute.player_daily_cache",
@@ -284,19 +284,20 @@ func TestHistoryWaitsForTheSweepAndIsNotDoubled(t *testing.T) {
 			t.Fatalf("%s: status %d (a history failure must not fail the event)", p, c)
 		}
 	}
-	key := "phase4_to_phase5:" + night.String() + ":1"
-	if doc := e.Doc("orchestrator_history/" + key); doc["state"] != "pending" {
-		t.Fatalf("history outbox = %v, want pending", doc)
+	key := "row:phase4_to_phase5:" + night.String() + ":1"
+	row := e.Effect(key)
+	if row["state"] != "owed" {
+		t.Fatalf("history row effect = %v, want owed", row)
 	}
 	bq.HistoryTable(t)
 	e.Clock.Advance(time.Minute)
-	if r, err := e.App.Sweeper.Run(context.Background()); err != nil || r.History != 1 {
+	if r, err := e.App.Sweeper.Run(context.Background()); err != nil || r.Effects.Performed != 1 {
 		t.Fatalf("sweep: %+v, %v", r, err)
 	}
-	// As if the sweep died after the insert and before marking the row.
-	ref := e.App.FS.Doc("orchestrator_history/" + key)
-	if _, err := ref.Update(context.Background(), []firestore.Update{{Path: "state", Value: "pending"},
-		{Path: "pending_until", Value: e.Clock.Now()}}); err != nil {
+	// As if the sweep died after the insert and before recording it.
+	ref := e.App.Effects.Ref(row["id"].(string))
+	if _, err := ref.Update(context.Background(), []firestore.Update{{Path: "state", Value: "owed"},
+		{Path: "due_at", Value: e.Clock.Now()}, {Path: "tries", Value: int64(5)}}); err != nil {
 		t.Fatal(err)
 	}
 	e.Clock.Advance(time.Minute)
@@ -306,8 +307,8 @@ func TestHistoryWaitsForTheSweepAndIsNotDoubled(t *testing.T) {
 	if n := bq.HistoryRows(t, "phase4_to_phase5", "complete"); n != 1 {
 		t.Fatalf("%d history rows, want 1", n)
 	}
-	if doc := e.Doc("orchestrator_history/" + key); doc["state"] != "written" {
-		t.Fatalf("history outbox = %v, want written", doc)
+	if doc := e.Effect(key); doc["state"] != "done" || doc["ref"] != "found" {
+		t.Fatalf("history row effect = %v, want done, found", doc)
 	}
 }
 

@@ -1,6 +1,6 @@
 // Package gate is the phase gate: it records processor completions for a
-// game date in phaseN_completion/{game_date} and triggers the next phase
-// exactly once, resumably.
+// game date in phaseN_completion/{game_date} and decides, exactly once per
+// generation, that the next phase is triggered.
 //
 // Concurrency is optimistic: each attempt reads the document, computes the
 // new fields, and writes them with an update-time precondition (a create for
@@ -10,13 +10,17 @@
 // five tries (the emulator takes 30–50 s for 20 at once); a failed
 // precondition costs one round trip.
 //
-// The trigger goes through claim → publish → confirm. The claim is written
-// with the completion that makes the rule true and carries the exact message
-// and its trigger_id; the publish happens after that commit; the confirm
-// sets _triggered. A failed publish releases the claim and returns a
-// transient error, so the redelivery publishes; a claimant that dies leaves a
-// claim that expires after the lease, and the next redelivery (which the
-// missing ack guarantees) or the sweep publishes the same message again.
+// The gate only decides. The write that makes a rule true claims the
+// trigger (_trigger_state: claimed, its generation, trigger_id and exact
+// message), advances the per-(phase, date) generation ledger, and owes, in
+// the same atomic commit, every side effect of the decision as records of
+// the effect log (internal/effect): the message, its alert, its history
+// row. Alerts of other decisions (a failure, a block, a resolution) are
+// owed the same way, in the commit that records their cause. The effect log
+// performs them after the commit and confirms the trigger on this document
+// (_triggered) in the same commit that records the publish done. A gate
+// deleted and created again is a new incarnation: its effects never meet
+// the old ones, and the ledger keeps its trigger_ids new.
 package gate
 
 import (
@@ -34,38 +38,31 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/phasegate/phasegate/internal/alert"
 	"github.com/phasegate/phasegate/internal/clock"
 	"github.com/phasegate/phasegate/internal/completion"
 	"github.com/phasegate/phasegate/internal/config"
 	"github.com/phasegate/phasegate/internal/datacheck"
 	"github.com/phasegate/phasegate/internal/dedup"
+	"github.com/phasegate/phasegate/internal/docid"
+	"github.com/phasegate/phasegate/internal/effect"
 	"github.com/phasegate/phasegate/internal/envelope"
 	"github.com/phasegate/phasegate/internal/errs"
 	"github.com/phasegate/phasegate/internal/gamedate"
 	"github.com/phasegate/phasegate/internal/logging"
 	"github.com/phasegate/phasegate/internal/metrics"
-	"github.com/phasegate/phasegate/internal/rules"
 )
 
-// Publisher sends a message to a topic and returns its id.
-type Publisher interface {
-	Publish(ctx context.Context, topic string, data []byte, attrs map[string]string) (string, error)
-}
-
-// Alerter raises and resolves Slack alerts, at most once per key. Slack's
-// failures never reach the gate; an error means the alert could not be
-// recorded, and the event fails so that its redelivery raises it again.
-type Alerter interface {
-	Raise(ctx context.Context, a alert.Alert) error
-	Resolve(ctx context.Context, a alert.Alert) error
+// Effects records and performs what decisions owe.
+type Effects interface {
+	Owe(now time.Time, effs ...effect.Effect) []effect.Write
+	Perform(ctx context.Context, m effect.Made) map[string]effect.Status
+	Resume(ctx context.Context, id string) (effect.Status, error)
 }
 
 // Deps are what a Gate needs from outside.
 type Deps struct {
 	Firestore *firestore.Client
-	Publisher Publisher
-	Alerts    Alerter
+	Effects   Effects
 	Keys      *dedup.Keys // nil: idempotency keys off
 	Clock     clock.Clock
 	Log       *slog.Logger
@@ -75,32 +72,12 @@ type Deps struct {
 	// BigQuery is off. BigQuery carries the per-date switch.
 	Checks   DataChecker
 	BigQuery config.BigQuery
-	// History, nil when off (shadow mode, no BigQuery), gets a row per
-	// trigger and blocked check.
-	History History
+	// HistoryTable, "" when history is off (shadow mode, no BigQuery),
+	// gets a row per trigger and blocked check.
+	HistoryTable string
 	// Names places the gate's documents: the running system's collection
 	// live, its shadow_ twin in shadow mode.
 	Names config.Names
-	// Fault, when set, is called at each step of the trigger protocol; an
-	// error stops the attempt right there, as a crash would: nothing is
-	// released or rolled back. Tests use it to break the protocol.
-	Fault func(step string) error
-}
-
-// Steps at which Deps.Fault is consulted.
-const (
-	StepAfterCommit  = "after_commit"  // the record (and any claim) is committed
-	StepAfterPublish = "after_publish" // the trigger is published, not confirmed
-)
-
-func (g *Gate) fault(step string) error {
-	if g.Fault == nil {
-		return nil
-	}
-	if err := g.Fault(step); err != nil {
-		return errs.E(errs.Transient, "fault_"+step, err)
-	}
-	return nil
 }
 
 // Gate decides one phase transition.
@@ -117,6 +94,10 @@ func New(p *config.Phase, d Deps) *Gate {
 
 // Phase returns the gate's configuration.
 func (g *Gate) Phase() *config.Phase { return g.phase }
+
+// Collection is the gate documents' collection (the effect log's owner
+// name for them).
+func (g *Gate) Collection() string { return g.Names.Coll(g.phase.Collection) }
 
 // Source says who drives an evaluation; it names the trigger's parent.
 type Source string
@@ -171,58 +152,108 @@ func (g *Gate) Handle(ctx context.Context, m envelope.Message) error {
 }
 
 // Evaluate applies the rules to date without an event: the sweep's and the
-// operator's way in. It finishes a trigger left claimed or released. snap,
-// when the caller has just read the gate document (the sweep's query),
-// saves the first read; a stale one only costs a conflict and a re-read.
+// operator's way in. It finishes a trigger still owed. snap, when the
+// caller has just read the gate document (the sweep's query), saves the
+// first read; a stale one only costs a conflict and a re-read.
 func (g *Gate) Evaluate(ctx context.Context, date gamedate.Date, src Source, snap *firestore.DocumentSnapshot) (Outcome, error) {
 	return g.run(ctx, date, nil, src, snap, nil)
 }
 
 var errConflict = errors.New("gate document changed under us")
 
-// run is one evaluation: the optimistic write loop, then the trigger. res
-// is the data check's result when a first pass asked for one.
+func (g *Gate) ref(date gamedate.Date) *firestore.DocumentRef {
+	return g.Firestore.Collection(g.Collection()).Doc(date.String())
+}
+
+// ownerPath is the gate document's path as the effect log names owners.
+func (g *Gate) ownerPath(date gamedate.Date) string { return g.Collection() + "/" + date.String() }
+
+// LedgerCollection keeps, per phase and date, the highest generation ever
+// claimed. It never expires: a date re-run after its gate document was
+// deleted continues from it, so a trigger_id is never used twice.
+const LedgerCollection = "orchestrator_generations"
+
+func (g *Gate) ledgerRef(date gamedate.Date) *firestore.DocumentRef {
+	return g.Firestore.Collection(g.Names.Coll(LedgerCollection)).Doc(docid.Encode(g.phase.Name + ":" + date.String()))
+}
+
+// run is one evaluation: the optimistic write loop that records and
+// decides, then what the decision owes. res is the data check's result
+// when a first pass asked for one.
 func (g *Gate) run(ctx context.Context, date gamedate.Date, ev *event, src Source, known *firestore.DocumentSnapshot, res *datacheck.Result) (Outcome, error) {
-	ref := g.Firestore.Collection(g.Names.Coll(g.phase.Collection)).Doc(date.String())
+	ref := g.ref(date)
 	var keyRef *firestore.DocumentRef
 	if ev != nil && g.Keys.Enabled(date.String()) {
 		m := ev.msg
 		keyRef = g.Keys.Ref("completion", g.phase.Name, ev.name, date.String(), m.ExecutionID, m.Status)
 	}
 	var (
-		out   Outcome
-		plan  *plan
-		after *docState
+		out        Outcome
+		pl         *plan
+		after      *docState
+		made       effect.Made
+		withLedger bool
 	)
 	err := retry.Do(ctx, g.backoff(), func(ctx context.Context) error {
-		snaps := []*firestore.DocumentSnapshot{known}
-		known = nil
-		if snaps[0] == nil {
-			var err error
-			if snaps, err = g.read(ctx, ref, keyRef); err != nil {
-				return err
+		var (
+			st  *docState
+			dup bool
+			led *ledger
+		)
+		for {
+			var ledgerSnap *firestore.DocumentSnapshot
+			snaps := []*firestore.DocumentSnapshot{known}
+			known = nil
+			if snaps[0] == nil || withLedger {
+				var err error
+				if snaps, err = g.read(ctx, ref, keyRef, withLedger, date); err != nil {
+					return err
+				}
+				if withLedger {
+					ledgerSnap = snaps[len(snaps)-1]
+					snaps = snaps[:len(snaps)-1]
+				}
 			}
+			st = decodeState(g.phase, snaps[0])
+			dup = len(snaps) > 1 && snaps[1].Exists()
+			if withLedger {
+				led = decodeLedger(ledgerSnap)
+			}
+			pl = g.plan(date, st, ev, dup, src, res, led)
+			out = pl.outcome
+			if !pl.needLedger {
+				break
+			}
+			// The plan claims: read again with the ledger, which only a
+			// claim needs (not a conflict: the attempt goes on).
+			withLedger = true
 		}
-		st := decodeState(g.phase, snaps[0])
-		dup := len(snaps) > 1 && snaps[1].Exists()
-		plan = g.plan(date, st, ev, dup, src, res)
-		out = plan.outcome
-		if len(plan.updates) == 0 {
+		if len(pl.updates) == 0 {
 			after = st
 			return nil
 		}
 		if dup {
-			keyRef = nil // recorded before; the write below is trigger work only
+			keyRef = nil // recorded before; the write below is decision work only
 		}
-		ut, err := g.commit(ctx, ref, st, plan.updates, keyRef, ev)
-		if errors.Is(err, errConflict) {
+		ws := []effect.Write{g.gateWrite(ref, st, pl.updates)}
+		if keyRef != nil {
+			ws = append(ws, effect.Write{Ref: keyRef, Create: g.Keys.Record(ev.messageID, g.Clock.Now())})
+		}
+		if pl.generation > 0 {
+			ws = append(ws, g.ledgerWrite(date, led, pl.generation))
+		}
+		ws = append(ws, g.Effects.Owe(g.Clock.Now(), pl.effects...)...)
+		times, err := effect.Commit(ctx, g.Firestore, ws...)
+		if errors.Is(err, effect.ErrConflict) {
 			g.Metrics.Inc(g.phase.Name + ".write_conflict")
-			return retry.RetryableError(err)
+			return retry.RetryableError(fmt.Errorf("%w: %w", errConflict, err))
 		}
 		if err != nil {
 			return err
 		}
-		after = g.applied(st, plan, ut)
+		after = g.applied(st, pl, times[0])
+		made = effect.Made{Effects: pl.effects, Times: times[len(times)-len(pl.effects):],
+			Owner: &effect.OwnerState{Data: after.data, Updated: times[0]}}
 		return nil
 	})
 	if err != nil {
@@ -236,63 +267,58 @@ func (g *Gate) run(ctx context.Context, date gamedate.Date, ev *event, src Sourc
 		}
 		return out, errs.E(errs.KindOf(err), "firestore", err)
 	}
-	if err := g.fault(StepAfterCommit); err != nil {
-		return out, err
-	}
-	if err := g.afterRecord(ctx, date, ev, plan); err != nil {
-		return out, errs.E(errs.Transient, "alert_not_recorded", err)
-	}
-	if err := g.checkAlerts(ctx, date, after, plan.dataAlerts); err != nil {
-		// The block is recorded; the redelivery or the sweep asks again.
-		return out, errs.E(errs.Transient, "alert_not_recorded", err)
-	}
-	if plan.needCheck != nil {
+	if pl.needCheck != nil {
 		// The rules fired; the data check decides. It runs outside the write
 		// loop (a query takes seconds), then the gate is planned again with
 		// its result: whatever changed meanwhile, the claim stays exclusive.
-		r := g.Checks.Run(ctx, plan.needCheck.check, plan.needCheck.tables, date)
+		// What the first pass recorded owes its effects all the same.
+		g.Effects.Perform(ctx, made)
+		r := g.Checks.Run(ctx, pl.needCheck.check, pl.needCheck.tables, date)
 		more, err := g.run(ctx, date, nil, src, nil, &r)
 		more.Recorded = out.Recorded
 		return more, err
 	}
-	if plan.claimed {
-		out, err := g.finishClaim(ctx, date, ref, after, out, src)
-		if err == nil {
-			g.resolveCheck(ctx, date, plan.dataAlerts)
-		}
-		return out, err
+	done := g.Effects.Perform(ctx, made)
+	if pl.claimed {
+		return g.claimed(ctx, date, after, done[pl.triggerEffect], out, src)
 	}
-	if after.liveClaim(g.Clock.Now()) && ev != nil {
-		// Someone else is publishing. Do not ack yet: if that attempt dies,
-		// this event's redelivery finishes the trigger once the lease ends.
-		return out, errs.E(errs.Transient, "trigger_in_flight", fmt.Errorf("trigger %s claimed until %s", after.triggerID, after.expires.Format(time.RFC3339)))
-	}
-	if err := g.resolveIfHealed(ctx, date, ref, after); err != nil {
-		return out, errs.E(errs.Transient, "alert_not_recorded", err)
+	if after.owesTrigger() {
+		return g.finishOwed(ctx, date, after, ev, out, src)
 	}
 	return out, nil
 }
 
-// finishClaim publishes and confirms the trigger this evaluation claimed,
-// then settles what a confirmed trigger can leave owed: the confirm may be
-// the gate's last write, and the sweep no longer visits a confirmed gate.
-func (g *Gate) finishClaim(ctx context.Context, date gamedate.Date, ref *firestore.DocumentRef, claimed *docState, out Outcome, src Source) (Outcome, error) {
-	out, err := g.publishAndConfirm(ctx, date, ref, claimed, out)
-	if err != nil {
-		return out, err
+// claimed reports on the trigger this evaluation claimed, whose publish
+// the effect log just tried.
+func (g *Gate) claimed(ctx context.Context, date gamedate.Date, st *docState, s effect.Status, out Outcome, src Source) (Outcome, error) {
+	if !s.Done {
+		return out, g.notPublished(st, s)
 	}
-	confirmed := *claimed
-	confirmed.state = statePublished
-	// A late_arrival trigger's confirm resolves the partial one's alert.
-	if err := g.resolveIfHealed(ctx, date, ref, &confirmed); err != nil {
-		return out, errs.E(errs.Transient, "alert_not_recorded", err)
+	g.published(ctx, st, s.Ref)
+	out.TriggerID, out.Reason, out.Missing = st.triggerID, st.reason, st.missing
+	return g.lateArrival(ctx, date, st, out, src)
+}
+
+func errOrPending(s effect.Status) error {
+	if s.Err != nil {
+		return s.Err
 	}
-	if !g.phase.LateArrival || !confirmed.partial || !confirmed.allComplete(g.phase) {
+	return errors.New("held by another performer")
+}
+
+func (g *Gate) published(ctx context.Context, st *docState, msgID string) {
+	g.Metrics.Inc(g.phase.Name + ".triggered")
+	g.Log.InfoContext(ctx, "next phase triggered", "trigger_id", st.triggerID, "trigger_reason", st.reason,
+		"is_partial", st.partial, "missing_processors", st.missing, "pubsub_message_id", msgID, "mode", st.mode)
+}
+
+// lateArrival claims the late_arrival generation a partial trigger owes
+// once everything has arrived, when the phase asks for one. It is not
+// partial, so this ends.
+func (g *Gate) lateArrival(ctx context.Context, date gamedate.Date, st *docState, out Outcome, src Source) (Outcome, error) {
+	if !g.phase.LateArrival || !st.partial || !st.allComplete(g.phase) {
 		return out, nil
 	}
-	// This resumed a partial trigger that everything has since arrived for:
-	// the late_arrival generation is owed now. It is not partial, so this
-	// recursion ends.
 	more, err := g.run(ctx, date, nil, src, nil, nil)
 	if more.TriggerID != "" {
 		out.TriggerID, out.Reason, out.Missing = more.TriggerID, more.Reason, more.Missing
@@ -300,10 +326,52 @@ func (g *Gate) finishClaim(ctx context.Context, date gamedate.Date, ref *firesto
 	return out, err
 }
 
-func (g *Gate) read(ctx context.Context, ref, key *firestore.DocumentRef) ([]*firestore.DocumentSnapshot, error) {
+// finishOwed performs a trigger claimed earlier and not confirmed: its
+// claimant died, its publish failed, or it is being published right now
+// (then an event must not be acknowledged yet: if that attempt dies, this
+// event's redelivery finishes the trigger once its lease ends).
+func (g *Gate) finishOwed(ctx context.Context, date gamedate.Date, st *docState, ev *event, out Outcome, src Source) (Outcome, error) {
+	s, err := g.Effects.Resume(ctx, effect.ID(triggerKey(st.triggerID), st.incarnation))
+	if effect.IsNotFound(err) {
+		// Claimed by a revision before the effect log: owe it now.
+		s, err = g.adopt(ctx, date, st)
+	}
+	switch {
+	case err != nil:
+		return out, errs.E(errs.Transient, "firestore", err)
+	case s.Done:
+		if s.Outcome == effect.Performed { // by this call, not already
+			g.published(ctx, st, s.Ref)
+			out.TriggerID, out.Reason, out.Missing = st.triggerID, st.reason, st.missing
+		}
+		return g.lateArrival(ctx, date, st, out, src)
+	case ev == nil:
+		return out, nil // the sweep or an operator: nothing to hold back
+	case s.Outcome == effect.NotTried:
+		return out, errs.E(errs.Transient, "trigger_in_flight", fmt.Errorf("trigger %s is being published by another attempt", st.triggerID))
+	}
+	return out, g.notPublished(st, s)
+}
+
+// notPublished is the transient error of a trigger still owed after a try:
+// its publish failed, and it is due again at once (the redelivery this
+// error asks for publishes it, or the sweep does); or it went out and the
+// record of it did not, and whoever takes it after its lease confirms it.
+func (g *Gate) notPublished(st *docState, s effect.Status) error {
+	if s.Outcome == effect.Performed {
+		return errs.E(errs.Transient, "confirm_failed", fmt.Errorf("trigger %s published, not recorded: %w", st.triggerID, errOrPending(s)))
+	}
+	g.Metrics.Inc(g.phase.Name + ".publish_failed")
+	return errs.E(errs.Transient, "publish_failed", fmt.Errorf("trigger %s not published: %w", st.triggerID, errOrPending(s)))
+}
+
+func (g *Gate) read(ctx context.Context, ref, key *firestore.DocumentRef, withLedger bool, date gamedate.Date) ([]*firestore.DocumentSnapshot, error) {
 	refs := []*firestore.DocumentRef{ref}
 	if key != nil {
 		refs = append(refs, key)
+	}
+	if withLedger {
+		refs = append(refs, g.ledgerRef(date))
 	}
 	snaps, err := g.Firestore.GetAll(ctx, refs)
 	if err != nil {
@@ -312,59 +380,13 @@ func (g *Gate) read(ctx context.Context, ref, key *firestore.DocumentRef) ([]*fi
 	return snaps, nil
 }
 
-// commit writes updates conditionally on the document being unchanged since
-// st was read, together with the idempotency key when there is one.
-func (g *Gate) commit(ctx context.Context, ref *firestore.DocumentRef, st *docState, updates []firestore.Update,
-	key *firestore.DocumentRef, ev *event) (time.Time, error) {
-	write := func(tx *firestore.Transaction) error {
-		if !st.exists {
-			return tx.Create(ref, nest(updates))
-		}
-		return tx.Update(ref, updates, firestore.LastUpdateTime(st.updateTime))
+// gateWrite writes updates conditionally on the document being unchanged
+// since st was read (a create when it did not exist).
+func (g *Gate) gateWrite(ref *firestore.DocumentRef, st *docState, updates []firestore.Update) effect.Write {
+	if !st.exists {
+		return effect.Write{Ref: ref, Create: nest(updates)}
 	}
-	if key == nil {
-		var wr *firestore.WriteResult
-		var err error
-		if !st.exists {
-			wr, err = ref.Create(ctx, nest(updates))
-		} else {
-			wr, err = ref.Update(ctx, updates, firestore.LastUpdateTime(st.updateTime))
-		}
-		if err != nil {
-			return time.Time{}, classifyWrite(err)
-		}
-		return wr.UpdateTime, nil
-	}
-	// Two documents in one atomic commit: a transaction without reads holds
-	// no locks; the preconditions do the concurrency control.
-	var resp firestore.CommitResponse
-	err := g.Firestore.RunTransaction(ctx, func(ctx context.Context, tx *firestore.Transaction) error {
-		if err := write(tx); err != nil {
-			return err
-		}
-		return tx.Create(key, g.Keys.Record(ev.messageID, g.Clock.Now()))
-	}, firestore.MaxAttempts(1), firestore.WithCommitResponseTo(&resp))
-	if err != nil {
-		return time.Time{}, classifyWrite(err)
-	}
-	wrs, err := resp.WriteResults()
-	if err != nil || len(wrs) == 0 {
-		return time.Time{}, nil // unknown update time: the confirm falls back to a read
-	}
-	return wrs[0].UpdateTime, nil
-}
-
-// classifyWrite turns a lost race into errConflict; anything else is the
-// store's failure.
-func classifyWrite(err error) error {
-	if err == nil {
-		return nil
-	}
-	switch status.Code(err) {
-	case codes.FailedPrecondition, codes.AlreadyExists, codes.NotFound, codes.Aborted:
-		return fmt.Errorf("%w: %v", errConflict, err)
-	}
-	return fmt.Errorf("write gate: %w", err)
+	return effect.Write{Ref: ref, Update: updates, Pre: []firestore.Precondition{firestore.LastUpdateTime(st.updateTime)}}
 }
 
 func (g *Gate) backoff() retry.Backoff {
@@ -372,27 +394,6 @@ func (g *Gate) backoff() retry.Backoff {
 	b = retry.WithCappedDuration(400*time.Millisecond, b)
 	b = retry.WithJitterPercent(50, b)
 	return retry.WithMaxRetries(uint64(max(g.Gate.WriteAttempts-1, 0)), b)
-}
-
-// plan is the change one evaluation makes.
-type plan struct {
-	updates []firestore.Update
-	outcome Outcome
-	claimed bool   // this write claims the trigger
-	claimID string // the claimed trigger's id
-	token   string // the claim's token
-	newFail bool
-	// needCheck: the rules fired and the data check must run first.
-	needCheck  *checkNeed
-	dataAlerts *dataCheckAlerts
-	newUnexp   bool
-	completed  int // expected processors completed after this event
-	// healedFailure: a processor that had reported a failure completed.
-	healedFailure bool
-}
-
-func (pl *plan) set(path string, v any) {
-	pl.updates = append(pl.updates, firestore.Update{Path: path, Value: v})
 }
 
 // applied returns the state after pl's updates were committed at ut.
@@ -420,7 +421,11 @@ func (g *Gate) applied(st *docState, pl *plan, ut time.Time) *docState {
 		}
 		data[k] = v
 	}
-	return decodeData(g.phase, data, ut)
+	out := decodeData(g.phase, data, ut, st.created)
+	if !st.exists {
+		out.incarnation = pl.incarnation
+	}
+	return out
 }
 
 // nest turns dotted update paths into the nested map a Create takes.
@@ -461,58 +466,5 @@ func (g *Gate) triggerID(date gamedate.Date, gen int64) string {
 	return g.phase.Name + ":" + date.String() + ":" + strconv.FormatInt(gen, 10)
 }
 
-// Message is the trigger the next phase receives (CONTRACT §5).
-type Message struct {
-	GameDate                string   `json:"game_date"`
-	CorrelationID           string   `json:"correlation_id"`
-	TriggerSource           string   `json:"trigger_source"`
-	TriggeredBy             string   `json:"triggered_by"`
-	ParentProcessor         string   `json:"parent_processor"`
-	UpstreamProcessorsCount int      `json:"upstream_processors_count"`
-	ExpectedProcessors      []string `json:"expected_processors"`
-	CompletedProcessors     []string `json:"completed_processors"`
-	MissingProcessors       []string `json:"missing_processors"`
-	IsPartial               bool     `json:"is_partial"`
-	TriggerReason           string   `json:"trigger_reason"`
-	TriggerID               string   `json:"trigger_id"`
-	Mode                    string   `json:"mode"`
-	Timestamp               string   `json:"timestamp"`
-	// The data check (CONTRACT §10): verified when it passed with every
-	// table holding rows; DataCheck says what was checked (passed,
-	// degraded, monitor_missing, proceeded_after_max_wait, skipped_manual,
-	// skipped_late_arrival, off, none).
-	DataFreshnessVerified bool             `json:"data_freshness_verified"`
-	MissingTables         []string         `json:"missing_tables"`
-	TableRowCounts        map[string]int64 `json:"table_row_counts"`
-	DataCheck             string           `json:"data_check"`
-}
-
-func (g *Gate) message(date gamedate.Date, d rules.Decision, gen int64, corrID string, src Source, now time.Time, v checkVerdict) Message {
-	parent := fmt.Sprintf("Phase%dOrchestrator", g.phase.Number)
-	if src == SourceSweep {
-		parent += "Sweep"
-	}
-	nonNil := func(s []string) []string {
-		if s == nil {
-			return []string{}
-		}
-		return s
-	}
-	return Message{
-		GameDate: date.String(), CorrelationID: corrID, TriggerSource: "orchestrator",
-		TriggeredBy: g.phase.Name + "_orchestrator", ParentProcessor: parent,
-		UpstreamProcessorsCount: len(d.Completed), ExpectedProcessors: nonNil(d.Expected),
-		CompletedProcessors: nonNil(d.Completed), MissingProcessors: nonNil(d.Missing),
-		IsPartial: d.IsPartial, TriggerReason: d.Reason, TriggerID: g.triggerID(date, gen),
-		Mode: d.Mode, Timestamp: now.UTC().Format(time.RFC3339),
-		DataFreshnessVerified: v.verified, MissingTables: nonNil(v.missing), TableRowCounts: nonNilCounts(v.counts),
-		DataCheck: v.status,
-	}
-}
-
-func nonNilCounts(m map[string]int64) map[string]int64 {
-	if m == nil {
-		return map[string]int64{}
-	}
-	return m
-}
+// triggerKey is the effect key of a trigger's publish.
+func triggerKey(triggerID string) string { return "trigger:" + triggerID }

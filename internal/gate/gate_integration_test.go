@@ -12,6 +12,7 @@ import (
 
 	"github.com/phasegate/phasegate/internal/apptest"
 	"github.com/phasegate/phasegate/internal/config"
+	"github.com/phasegate/phasegate/internal/effect"
 	"github.com/phasegate/phasegate/internal/gamedate"
 	"github.com/phasegate/phasegate/internal/gate"
 	"github.com/phasegate/phasegate/internal/testenv"
@@ -91,8 +92,12 @@ func TestPublishFailureAfterCommitRedelivered(t *testing.T) {
 		t.Fatalf("first attempt with a failing publish: status %d, want 500", c)
 	}
 	doc := e.Doc("phase4_completion/2026-01-19")
-	if doc["_triggered"] != false || doc["_trigger_state"] != "released" || doc["_trigger_id"] != "phase4_to_phase5:2026-01-19:1" {
+	if doc["_triggered"] != false || doc["_trigger_state"] != "claimed" || doc["_trigger_id"] != "phase4_to_phase5:2026-01-19:1" {
 		t.Fatalf("after the failed publish: %v", doc)
+	}
+	// Owed, and due again at once: the redelivery need not wait for a lease.
+	if eff := e.Effect("trigger:phase4_to_phase5:2026-01-19:1"); eff["state"] != "owed" || eff["failures"] != int64(1) {
+		t.Fatalf("the trigger's effect after the failed publish: %v", eff)
 	}
 	if c := e.PushOnce("Phase4To5", "m-last", last); c != 200 && c != 204 {
 		t.Fatalf("redelivery: status %d", c)
@@ -142,19 +147,26 @@ func TestLateProcessorAfterTrigger(t *testing.T) {
 	}
 }
 
-// A crash between publish and confirm: the claim stays; the redelivery is
-// refused while the lease lives and finishes once it expires. The consumer
-// sees copies only with the one trigger_id.
+// An instance dies between the publish and the commit that records it
+// done: the trigger stays owed; the redelivery, on another instance, is
+// refused while the dead one's lease lives and finishes it once it expires.
+// The consumer sees copies only with the one trigger_id.
 func TestCrashBetweenPublishAndConfirm(t *testing.T) {
-	e := apptest.New(t, apptest.CrashAt(gate.StepAfterPublish, 1))
+	f := apptest.NewFaults()
+	e := apptest.New(t, f.Option(t))
 	sub := e.Sub("nba-predictions-trigger")
 	for _, p := range phase4[:4] {
 		e.PushOnce("Phase4To5", "m-"+p, apptest.Completion(p, "2026-01-19", "success"))
 	}
+	f.At(effect.Collection, 1, apptest.DieBefore) // the claim's commit, then the publish's "done"
 	last := apptest.Completion(phase4[4], "2026-01-19", "success")
-	if c := e.PushOnce("Phase4To5", "m-last", last); c != 500 {
+	if c := e.PushOnce("Phase4To5", "m-last", last); c < 500 {
 		t.Fatalf("crashing attempt: status %d", c)
 	}
+	if !f.Hit() {
+		t.Fatal("the instance did not die")
+	}
+	e = e.On(e.Instance())
 	if c := e.PushOnce("Phase4To5", "m-last", last); c != 500 {
 		t.Fatalf("redelivery inside the lease: status %d, want 500 (trigger in flight)", c)
 	}

@@ -2,12 +2,14 @@ package gate
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
 	"cloud.google.com/go/firestore"
 
 	"github.com/phasegate/phasegate/internal/alert"
+	"github.com/phasegate/phasegate/internal/effect"
 	"github.com/phasegate/phasegate/internal/gamedate"
 )
 
@@ -36,16 +38,25 @@ func (g *Gate) OverdueQueries(fs *firestore.Client, cutoff time.Time) []firestor
 
 // CheckOverdue raises, once, a warning for a gate whose first completion is
 // older than the phase's stuck_after while its trigger is unpublished, and
-// once that gate has triggered, the "resolved" follow-up. snap is the gate
-// as the sweep's query read it. It reports what it did ("" for nothing); an
-// error leaves the gate unmarked, so the next sweep asks again.
+// once that gate has triggered, the "resolved" follow-up: each is owed in
+// the commit that marks the gate (_overdue_alert), conditional on the gate
+// being as snap read it, and performed at once. It reports what it did
+// ("" for nothing); a gate that changed meanwhile is left for the next
+// sweep. Documents the running system wrote (no _open) are judged by their
+// trigger: untriggered is open.
 func (g *Gate) CheckOverdue(ctx context.Context, date gamedate.Date, snap *firestore.DocumentSnapshot) (string, error) {
 	st := decodeState(g.phase, snap)
 	now := g.Clock.Now()
 	mark, _ := st.data[fOverdue].(string)
-	open, _ := st.data[fOpen].(bool)
+	open, ok := st.data[fOpen].(bool)
+	if !ok {
+		open = !st.triggered
+	}
 	key := g.phase.Name + ":" + date.String() + ":overdue"
-	var action string
+	var (
+		action string
+		eff    effect.Effect
+	)
 	switch {
 	case open && mark == "" && !st.first.IsZero() && now.Sub(st.first) >= g.phase.StuckAfter:
 		var missing []string
@@ -58,33 +69,31 @@ func (g *Gate) CheckOverdue(ctx context.Context, date gamedate.Date, snap *fires
 		if st.generation == 0 {
 			waiting = "no rule has fired"
 		}
-		err := g.Alerts.Raise(ctx, alert.Alert{
+		action, eff = OverdueRaised, alert.Raise(alert.Alert{
 			Key: key, Severity: alert.Warning,
 			Title: fmt.Sprintf("%s for %s is overdue: no trigger %s after the first completion", g.phase.Name, date, alert.FormatElapsed(g.phase.StuckAfter)),
 			Phase: g.phase.Name, GameDate: date.String(), Reason: "overdue",
 			Completed: len(st.completed), Expected: len(g.phase.Expected), Missing: missing, Elapsed: now.Sub(st.first),
 			Detail: waiting + "; when the missing processors cannot come, `phasegate trigger --phase " + g.phase.EntryPoint +
 				" --date " + date.String() + "` goes on by hand",
-		})
-		if err != nil {
-			return "", err
-		}
-		action = OverdueRaised
+		}, st.incarnation)
 	case !open && mark == OverdueRaised:
-		err := g.Alerts.Resolve(ctx, alert.Alert{Key: key, Phase: g.phase.Name, GameDate: date.String(),
+		action, eff = OverdueResolved, alert.Resolve(alert.Alert{Key: key, Phase: g.phase.Name, GameDate: date.String(),
 			Title:  fmt.Sprintf("%s for %s is no longer overdue", g.phase.Name, date),
-			Detail: "triggered " + st.triggerID})
-		if err != nil {
-			return "", err
-		}
-		action = OverdueResolved
+			Detail: "triggered " + st.triggerID}, st.incarnation)
 	default:
 		return "", nil
 	}
-	// Only this field: a gate write racing with it keeps its precondition
-	// on the whole document and re-reads.
-	if _, err := snap.Ref.Update(ctx, []firestore.Update{{Path: fOverdue, Value: action}}); err != nil {
-		return action, fmt.Errorf("record overdue %s: %w", action, err)
+	now = g.Clock.Now()
+	times, err := effect.Commit(ctx, g.Firestore, append([]effect.Write{{Ref: snap.Ref,
+		Update: []firestore.Update{{Path: fOverdue, Value: action}},
+		Pre:    []firestore.Precondition{firestore.LastUpdateTime(snap.UpdateTime)}}}, g.Effects.Owe(now, eff)...)...)
+	if errors.Is(err, effect.ErrConflict) {
+		return "", nil // written meanwhile: the next sweep judges it again
 	}
+	if err != nil {
+		return "", fmt.Errorf("record overdue %s: %w", action, err)
+	}
+	g.Effects.Perform(ctx, effect.Made{Effects: []effect.Effect{eff}, Times: times[1:]})
 	return action, nil
 }

@@ -2,35 +2,85 @@ package gate
 
 import (
 	"encoding/json"
+	"fmt"
 	"slices"
 	"time"
 
+	"cloud.google.com/go/firestore"
+
+	"github.com/phasegate/phasegate/internal/alert"
 	"github.com/phasegate/phasegate/internal/config"
 	"github.com/phasegate/phasegate/internal/datacheck"
+	"github.com/phasegate/phasegate/internal/effect"
 	"github.com/phasegate/phasegate/internal/gamedate"
+	"github.com/phasegate/phasegate/internal/history"
 	"github.com/phasegate/phasegate/internal/rules"
 )
 
-// plan computes, from the document as read, what this evaluation writes:
-// the event's record, then any trigger claim. It is pure apart from the
-// clock and the claim token, and it is re-run on every conflict.
-func (g *Gate) plan(date gamedate.Date, st *docState, ev *event, dup bool, src Source, res *datacheck.Result) *plan {
+// plan is the change one evaluation makes: the gate's fields, and the
+// effects the decisions among them owe, committed together.
+type plan struct {
+	updates []firestore.Update
+	effects []effect.Effect
+	outcome Outcome
+	claimed bool
+	// triggerEffect is the id of the claimed trigger's publish.
+	triggerEffect string
+	// generation > 0: the claim's, which the ledger advances to.
+	generation int64
+	// needLedger: the plan claims and must know the ledger first.
+	needLedger bool
+	// needCheck: the rules fired and the data check must run first.
+	needCheck *checkNeed
+	// incarnation of a document this plan creates.
+	incarnation string
+	completed   int // expected processors completed after this event
+}
+
+func (pl *plan) set(path string, v any) {
+	pl.updates = append(pl.updates, firestore.Update{Path: path, Value: v})
+}
+
+func (pl *plan) owe(e ...effect.Effect) { pl.effects = append(pl.effects, e...) }
+
+// plan computes, from the document as read, what this evaluation writes
+// and owes: the event's record, any trigger claim, the alerts their
+// transitions call for. It is pure apart from the clock and the tokens,
+// and it is re-run on every conflict; an alert is owed only by the write
+// that makes its cause true, so recording a decision again owes nothing
+// again. led is the generation ledger, nil when not read yet.
+func (g *Gate) plan(date gamedate.Date, st *docState, ev *event, dup bool, src Source, res *datacheck.Result, led *ledger) *plan {
 	now := g.Clock.Now()
 	pl := &plan{}
+	inc := st.incarnation
+	if !st.exists {
+		inc = newToken()
+		pl.incarnation = inc
+	}
 	completed := st.completed
 	first := st.first
 	if ev != nil {
-		completed, first = g.record(pl, st, ev, dup, now)
+		completed, first = g.record(pl, date, st, ev, dup, now, inc)
 	}
 	// The claim sees the state including this event's record.
 	view := *st
 	view.completed, view.first = completed, first
 	pl.completed = len(completed)
-	g.claim(pl, date, &view, ev, src, now, res)
+	g.claim(pl, date, &view, ev, src, now, res, led, inc)
+	if pl.needLedger {
+		return pl
+	}
+	if st.alertKey != "" && !st.resolved && view.allComplete(g.phase) {
+		// Every processor a partial trigger went on without has arrived.
+		pl.set(fAlertResolved, true)
+		pl.owe(alert.Resolve(alert.Alert{Key: st.alertKey, Phase: g.phase.Name, GameDate: date.String(),
+			Title:     fmt.Sprintf("%s for %s: every processor has now completed", g.phase.Name, date),
+			Completed: len(completed), Expected: len(g.phase.Expected), Elapsed: now.Sub(first)}, inc))
+	}
 	if pl.claimed && src != SourceEvent {
 		// An action nobody's message asked for is kept on the gate for operators.
 		pl.set(fHistory, append(stringList(st.data[fHistory]),
-			now.Format(time.RFC3339)+" "+string(src)+" claimed "+pl.claimID))
+			now.Format(time.RFC3339)+" "+string(src)+" claimed "+triggerIDOf(pl)))
 	}
 	if len(pl.updates) > 0 {
 		pl.set(fUpdatedAt, now)
@@ -40,18 +90,33 @@ func (g *Gate) plan(date gamedate.Date, st *docState, ev *event, dup bool, src S
 		if !st.exists {
 			pl.set(fTriggered, false) // the sweep's query filters on these
 			pl.set(fOpen, true)
+			pl.set(effect.FieldIncarnation, inc)
 		}
 	}
 	return pl
 }
 
-// record adds the event's fields to pl and returns the completions after it.
-func (g *Gate) record(pl *plan, st *docState, ev *event, dup bool, now time.Time) (map[string]bool, time.Time) {
+func triggerIDOf(pl *plan) string {
+	for _, u := range pl.updates {
+		if u.Path == fTriggerID {
+			s, _ := u.Value.(string)
+			return s
+		}
+	}
+	return ""
+}
+
+// record adds the event's fields to pl, with the alert a first failure,
+// a healed one or an unexpected name calls for, and returns the
+// completions after it.
+func (g *Gate) record(pl *plan, date gamedate.Date, st *docState, ev *event, dup bool, now time.Time, inc string) (map[string]bool, time.Time) {
 	m, name := ev.msg, ev.name
 	completed, first := st.completed, st.first
 	at := func() map[string]any {
 		return map[string]any{"status": m.Status, "at": now, "execution_id": m.ExecutionID}
 	}
+	failedKey := g.phase.Name + ":" + date.String() + ":failed:" + name
+	_, failedBefore := st.sub(fFailed)[name]
 	switch {
 	case dup:
 		pl.outcome.Recorded = "duplicate"
@@ -63,7 +128,13 @@ func (g *Gate) record(pl *plan, st *docState, ev *event, dup bool, now time.Time
 		rec := at()
 		rec["processor_name"] = m.ProcessorName
 		pl.set(fUnexpected+"."+name, rec)
-		pl.outcome.Recorded, pl.newUnexp = "unexpected", true
+		pl.outcome.Recorded = "unexpected"
+		pl.owe(alert.Raise(alert.Alert{
+			Key: g.phase.Name + ":" + date.String() + ":unexpected:" + name, Severity: alert.Warning,
+			Title: fmt.Sprintf("unexpected processor %q for %s", m.ProcessorName, g.phase.Name), Phase: g.phase.Name,
+			GameDate: date.String(), Reason: "unexpected_processor",
+			Detail: "recorded under _unexpected as " + name + "; it does not count. Add it to the name map if it is a renamed processor.",
+		}, inc))
 	case !m.Completed():
 		if completed[name] {
 			pl.outcome.Recorded = "failure_ignored" // a failure after a success changes nothing
@@ -75,7 +146,20 @@ func (g *Gate) record(pl *plan, st *docState, ev *event, dup bool, now time.Time
 			break
 		}
 		pl.set(fFailed+"."+name, at())
-		pl.outcome.Recorded, pl.newFail = "failure_recorded", true
+		pl.outcome.Recorded = "failure_recorded"
+		if failedBefore {
+			break // its alert is out already; one per processor and date
+		}
+		sev, what := alert.Warning, "the gate can still go on without it"
+		if g.blockedWithout(date, name) {
+			sev, what = alert.Error, "the gate is blocked until it succeeds or an operator triggers"
+		}
+		pl.owe(alert.Raise(alert.Alert{
+			Key: failedKey, Severity: sev,
+			Title: fmt.Sprintf("%s reported %s for %s", name, m.Status, date), Phase: g.phase.Name,
+			GameDate: date.String(), Reason: "processor_" + m.Status, Completed: len(completed), Expected: len(g.phase.Expected),
+			Missing: []string{name}, Detail: what + "; execution " + m.ExecutionID,
+		}, inc))
 	case completed[name]:
 		pl.outcome.Recorded = "duplicate"
 	default:
@@ -103,59 +187,33 @@ func (g *Gate) record(pl *plan, st *docState, ev *event, dup bool, now time.Time
 			pl.set(fCorrelation, m.CorrelationID)
 		}
 		pl.outcome.Recorded = "recorded"
-		_, pl.healedFailure = st.sub(fFailed)[name]
+		if failedBefore {
+			pl.owe(alert.Resolve(alert.Alert{Key: failedKey, Phase: g.phase.Name, GameDate: date.String(),
+				Title: name + " completed after failing"}, inc))
+		}
 		if st.generation > 0 {
 			pl.set(fLate, append(slices.Clone(st.late), name))
 			pl.outcome.Recorded = "late"
 		}
 	}
-	if pl.outcome.Recorded == "duplicate" {
-		owedAlerts(pl, st, ev)
-	}
 	return completed, first
 }
 
-// owedAlerts asks again for the alert that recording ev called for. The
-// first attempt may have died after its commit and before its alert, and
-// its redelivery is a duplicate; the alert service sends a key at most
-// once, so asking again never repeats a message.
-func owedAlerts(pl *plan, st *docState, ev *event) {
-	m, name := ev.msg, ev.name
-	failure, failed := st.sub(fFailed)[name].(map[string]any)
-	switch {
-	case !ev.expected:
-		_, pl.newUnexp = st.sub(fUnexpected)[name]
-	case !m.Completed():
-		pl.newFail = failed && !st.completed[name] &&
-			failure["execution_id"] == m.ExecutionID && failure["status"] == m.Status
-	case failed && st.completed[name]:
-		rec, _ := st.data[name].(map[string]any)
-		pl.healedFailure = rec["execution_id"] == m.ExecutionID
-	}
-}
-
-// claim adds a trigger claim to pl when one is due and nobody holds it:
-// resuming a released or expired claim (same message, same trigger_id),
-// the first trigger when the rules fire, or a late_arrival generation when
-// the phase asks for one and the last trigger was partial.
-func (g *Gate) claim(pl *plan, date gamedate.Date, st *docState, ev *event, src Source, now time.Time, res *datacheck.Result) {
+// claim adds a trigger claim to pl when one is due: the first trigger when
+// the rules fire, a late_arrival generation when the phase asks for one and
+// the last trigger was partial, or a manual one. A trigger claimed and not
+// confirmed is finished by the effect log, never claimed again.
+func (g *Gate) claim(pl *plan, date gamedate.Date, st *docState, ev *event, src Source, now time.Time,
+	res *datacheck.Result, led *ledger, inc string) {
 	d := rules.Decide(g.phase, date, st.rulesState(), now)
 	pl.outcome.Missing, pl.outcome.Waiting = d.Missing, !d.Fire && st.generation == 0
 	switch {
-	case st.liveClaim(now):
-		return
-	case st.resumable(now):
-		pl.token = newToken()
-		pl.set(fState, stateClaimed)
-		pl.set(fClaimExpires, now.Add(g.Gate.ClaimLease))
-		pl.set(fClaimToken, pl.token)
-		pl.set(fClaimedBy, string(src))
-		pl.claimed, pl.claimID = true, st.triggerID
+	case st.owesTrigger():
 		return
 	case st.generation == 0 && d.Fire:
 	case st.generation > 0 && st.state == statePublished && g.phase.LateArrival && st.partial && st.allComplete(g.phase):
 		d.Reason, d.IsPartial = rules.ReasonLateArrival, false
-	case src == SourceManual && st.state != stateClaimed:
+	case src == SourceManual:
 		d.Reason = rules.ReasonManual
 	default:
 		return
@@ -163,22 +221,31 @@ func (g *Gate) claim(pl *plan, date gamedate.Date, st *docState, ev *event, src 
 	v := checkVerdict{status: checkSkipLate}
 	if d.Reason != rules.ReasonLateArrival {
 		var ok bool
-		if v, ok = g.checkFor(pl, date, st, d, src, res, now); !ok {
+		if v, ok = g.checkFor(pl, date, st, d, src, res, now, inc); !ok {
 			pl.outcome.Waiting = false
 			return
 		}
 	}
-	gen := st.generation + 1
+	if led == nil {
+		pl.needLedger = true
+		return
+	}
+	// A running-system document's trigger counts as the generation after
+	// the ledger's: it had no trigger_id, and its successor must not reuse
+	// one phasegate published before.
+	base := st.generation
+	if st.legacy {
+		base = led.generation + 1
+	}
+	gen := max(base, led.generation) + 1
 	corr := st.corrID
 	if ev != nil {
 		corr = ev.msg.CorrelationID
 	}
 	msg := g.message(date, d, gen, corr, src, now, v)
 	payload, _ := json.Marshal(msg) // plain fields: cannot fail
-	pl.token = newToken()
 	pl.set(fState, stateClaimed)
 	pl.set(fGeneration, gen)
-	pl.set(fPublishFailures, 0)
 	pl.set(fTriggerID, msg.TriggerID)
 	pl.set(fPayload, string(payload))
 	pl.set(fPartial, d.IsPartial)
@@ -186,14 +253,27 @@ func (g *Gate) claim(pl *plan, date gamedate.Date, st *docState, ev *event, src 
 	pl.set(fMode, d.Mode)
 	pl.set(fMissing, nonNil(d.Missing))
 	pl.set(fClaimExpires, now.Add(g.Gate.ClaimLease))
-	pl.set(fClaimToken, pl.token)
 	pl.set(fClaimedBy, string(src))
 	pl.set(fOpen, true)
-	if d.IsPartial {
-		pl.set(fAlertKey, g.phase.Name+":"+date.String()+":"+d.Reason)
-		pl.set(fAlertResolved, false)
+	if st.exists {
+		pl.set(fClaimToken, firestore.Delete)
 	}
-	pl.claimed, pl.claimID = true, msg.TriggerID
+	publish := effect.Effect{Kind: effect.Publish, Key: triggerKey(msg.TriggerID), Incarnation: inc,
+		Destination: g.phase.OutputTopic, Data: payload, Owner: g.ownerPath(date),
+		Attributes: map[string]string{"trigger_id": msg.TriggerID, "game_date": date.String(), "phase": g.phase.Name},
+		GameDate:   date.String(), Subject: g.phase.Name}
+	pl.owe(publish)
+	if key := g.phase.Name + ":" + date.String() + ":" + d.Reason; d.IsPartial && (key != st.alertKey || st.resolved) {
+		// One alert per reason: a second manual trigger still without its
+		// data is the same news.
+		pl.set(fAlertKey, key)
+		pl.set(fAlertResolved, false)
+		pl.owe(alert.Raise(g.partialAlert(key, date, st, msg, now), inc))
+	}
+	if g.HistoryTable != "" {
+		pl.owe(history.Effect(g.triggerRow(date, st, msg, now), g.HistoryTable, inc))
+	}
+	pl.claimed, pl.triggerEffect, pl.generation = true, publish.ID(), gen
 }
 
 func nonNil(s []string) []string {

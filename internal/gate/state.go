@@ -6,6 +6,7 @@ import (
 	"cloud.google.com/go/firestore"
 
 	"github.com/phasegate/phasegate/internal/config"
+	"github.com/phasegate/phasegate/internal/effect"
 	"github.com/phasegate/phasegate/internal/rules"
 	"github.com/phasegate/phasegate/internal/takeover"
 )
@@ -25,22 +26,23 @@ const (
 	fTriggerID       = "_trigger_id"
 	fPayload         = "_trigger_payload" // the exact message, so a re-publish is byte-identical
 	fPartial         = "_trigger_partial"
-	fClaimExpires    = "_claim_expires_at"
-	fClaimToken      = "_claim_token"
-	fClaimedBy       = "_claimed_by"
-	fMessageIDs      = "_published_message_ids"
-	fMissing         = "_missing_processors"
-	fLate            = "_late_processors"
-	fUnexpected      = "_unexpected"
-	fFailed          = "_failed_attempts"
-	fOpen            = "_open" // true while a trigger is owed or unconfirmed: what the sweep queries
-	fCorrelation     = "_correlation_id"
-	fAlertKey        = "_alert_key"
-	fAlertResolved   = "_alert_resolved"
-	fUpdatedAt       = "_updated_at"
-	fHistory         = "_sweep_actions"
-	// fPublishFailures counts failed publishes of the current generation.
-	fPublishFailures = "_publish_failures"
+	// fClaimExpires is kept on a claim for revisions before the effect
+	// log, which re-claim an unconfirmed trigger once it passes: after a
+	// rollback they wait for this revision's lease.
+	fClaimExpires  = "_claim_expires_at"
+	fClaimToken    = "_claim_token" // those revisions' claim, deleted when taken over
+	fClaimedBy     = "_claimed_by"
+	fMessageIDs    = "_published_message_ids"
+	fMissing       = "_missing_processors"
+	fLate          = "_late_processors"
+	fUnexpected    = "_unexpected"
+	fFailed        = "_failed_attempts"
+	fOpen          = "_open" // true while a trigger is owed or unconfirmed: what the sweep queries
+	fCorrelation   = "_correlation_id"
+	fAlertKey      = "_alert_key"
+	fAlertResolved = "_alert_resolved"
+	fUpdatedAt     = "_updated_at"
+	fHistory       = "_sweep_actions"
 )
 
 // Trigger states.
@@ -71,19 +73,26 @@ type docState struct {
 	alertKey   string
 	resolved   bool
 	corrID     string
-
-	publishFailures int64
+	reason     string
+	mode       string
+	missing    []string
+	// created is the document's create time, incarnation the life of it
+	// its effects belong to (effect.Incarnation).
+	created     time.Time
+	incarnation string
+	legacy      bool // triggered by the running system
 }
 
 func decodeState(p *config.Phase, snap *firestore.DocumentSnapshot) *docState {
 	if snap == nil || !snap.Exists() {
 		return &docState{completed: map[string]bool{}, data: map[string]any{}}
 	}
-	return decodeData(p, snap.Data(), snap.UpdateTime)
+	return decodeData(p, snap.Data(), snap.UpdateTime, snap.CreateTime)
 }
 
-func decodeData(p *config.Phase, data map[string]any, updateTime time.Time) *docState {
-	st := &docState{exists: true, updateTime: updateTime, data: data, completed: map[string]bool{}}
+func decodeData(p *config.Phase, data map[string]any, updateTime, created time.Time) *docState {
+	st := &docState{exists: true, updateTime: updateTime, data: data, completed: map[string]bool{}, created: created}
+	st.incarnation = effect.Incarnation(data, created)
 	for _, name := range p.Expected {
 		if rec, ok := st.data[name].(map[string]any); ok {
 			if s, _ := rec["status"].(string); s == "success" || s == "partial" {
@@ -98,7 +107,11 @@ func decodeData(p *config.Phase, data map[string]any, updateTime time.Time) *doc
 	st.triggerID, _ = st.data[fTriggerID].(string)
 	st.payload, _ = st.data[fPayload].(string)
 	st.partial, _ = st.data[fPartial].(bool)
+	st.reason = takeover.Reason(st.data)
+	st.mode, _ = st.data[fMode].(string)
+	st.missing = stringList(st.data[fMissing])
 	if takeover.Legacy(st.data) {
+		st.legacy = true
 		// The running system triggered this date: generation 1 is published,
 		// so no rule fires it again and later completions are late.
 		st.generation, st.state = 1, statePublished
@@ -112,8 +125,27 @@ func decodeData(p *config.Phase, data map[string]any, updateTime time.Time) *doc
 	st.alertKey, _ = st.data[fAlertKey].(string)
 	st.resolved, _ = st.data[fAlertResolved].(bool)
 	st.corrID, _ = st.data[fCorrelation].(string)
-	st.publishFailures, _ = st.data[fPublishFailures].(int64)
+	if st.corrID == "" {
+		st.corrID = nightCorrelation(p, st.data)
+	}
 	return st
+}
+
+// nightCorrelation is the correlation id of a document without
+// _correlation_id (the running system's): its first expected processor's
+// entry's, which carries the night's.
+func nightCorrelation(p *config.Phase, data map[string]any) string {
+	var first time.Time
+	corr := ""
+	for _, name := range p.Expected {
+		rec, _ := data[name].(map[string]any)
+		c, _ := rec["correlation_id"].(string)
+		at := takeover.Time(rec["completed_at"])
+		if c != "" && (corr == "" || (!at.IsZero() && at.Before(first))) {
+			corr, first = c, at
+		}
+	}
+	return corr
 }
 
 func stringList(v any) []string {
@@ -131,15 +163,11 @@ func (st *docState) rulesState() rules.State {
 	return rules.State{Completed: st.completed, FirstCompletion: st.first}
 }
 
-// liveClaim reports whether another attempt holds the trigger right now.
-func (st *docState) liveClaim(now time.Time) bool {
-	return st.state == stateClaimed && now.Before(st.expires)
-}
-
-// resumable reports whether a trigger was claimed but not confirmed and may
-// be taken over: its publish failed (released) or its claimant vanished.
-func (st *docState) resumable(now time.Time) bool {
-	return st.generation > 0 && (st.state == stateReleased || (st.state == stateClaimed && !now.Before(st.expires)))
+// owesTrigger reports whether a trigger was claimed and is not confirmed
+// yet (released: by a revision before the effect log, after a failed
+// publish).
+func (st *docState) owesTrigger() bool {
+	return st.generation > 0 && (st.state == stateClaimed || st.state == stateReleased)
 }
 
 func (st *docState) allComplete(p *config.Phase) bool {
@@ -150,4 +178,19 @@ func (st *docState) allComplete(p *config.Phase) bool {
 func (st *docState) sub(f string) map[string]any {
 	m, _ := st.data[f].(map[string]any)
 	return m
+}
+
+// ledger is a (phase, date)'s generation ledger as read.
+type ledger struct {
+	exists     bool
+	updateTime time.Time
+	generation int64
+}
+
+func decodeLedger(snap *firestore.DocumentSnapshot) *ledger {
+	if snap == nil || !snap.Exists() {
+		return &ledger{}
+	}
+	gen, _ := snap.Data()["generation"].(int64)
+	return &ledger{exists: true, updateTime: snap.UpdateTime, generation: gen}
 }

@@ -3,15 +3,15 @@
 // nba_orchestration.phase_execution_log, which the operators' dashboards
 // read (CONTRACT §10).
 //
-// A row is first recorded in Firestore (orchestrator_history/{key}) by a
-// Create, which is what makes it at most one row per key: a redelivery or a
-// second sweep finds the document and adds nothing. The insert into
-// BigQuery is then tried within a short budget; what fails stays recorded as
-// owed, and the sweep's Flush inserts it later, so BigQuery never delays or
-// fails an orchestration event. The BigQuery emulator does not de-duplicate
+// A row is an effect (internal/effect): owed in the same Firestore commit
+// as the decision it records, keyed by what it records (a trigger_id, a
+// batch id, a block), inserted after it by the request or by the sweep, so
+// BigQuery never delays or fails an orchestration event and there is at
+// most one row per key. The BigQuery emulator does not de-duplicate
 // insertIds (and BigQuery does so only best-effort), so an insert that may
-// have reached BigQuery before its sender died is first looked for, by its
-// key in metadata, in the date's partition.
+// have reached BigQuery before its try ended is first looked for, by its
+// key in metadata, in the date's partition. A row BigQuery rejects as
+// invalid is refused at once: retrying the same row cannot help.
 package history
 
 import (
@@ -19,37 +19,32 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
+	"net/http"
 	"time"
 
 	"cloud.google.com/go/bigquery"
 	"cloud.google.com/go/civil"
 	"cloud.google.com/go/firestore"
+	"google.golang.org/api/googleapi"
 	"google.golang.org/api/iterator"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/phasegate/phasegate/internal/clock"
 	"github.com/phasegate/phasegate/internal/config"
-	"github.com/phasegate/phasegate/internal/docid"
+	"github.com/phasegate/phasegate/internal/effect"
 	"github.com/phasegate/phasegate/internal/gamedate"
 	"github.com/phasegate/phasegate/internal/metrics"
 )
 
-// Collection holds one document per row owed or written.
+// Collection is where revisions before the effect log kept one document
+// per row owed or written (their outbox).
 const Collection = "orchestrator_history"
 
-// Values of the state field.
-const (
-	StatePending = "pending"
-	StateWritten = "written"
-)
+// StateWritten marks an outbox row an earlier revision inserted.
+const StateWritten = "written"
 
-const (
-	flushLimit = 50
-	// leaseMargin keeps a sweep off a row whose sender may still insert it.
-	leaseMargin = 10 * time.Second
-)
+// outboxIncarnation stands for the incarnation of rows an earlier revision
+// recorded, keyed once ever.
+const outboxIncarnation = "outbox"
 
 // Row is one phase_execution_log row in the running system's schema, plus
 // the key that de-duplicates it (carried in metadata as history_key).
@@ -79,40 +74,105 @@ var Schema = bigquery.Schema{
 	{Name: "created_at", Type: bigquery.TimestampFieldType},
 }
 
-// record is the outbox document.
-type record struct {
-	Key                string    `firestore:"key"`
-	ExecutionTimestamp time.Time `firestore:"execution_timestamp"`
-	PhaseName          string    `firestore:"phase_name"`
-	GameDate           string    `firestore:"game_date"`
-	StartTime          time.Time `firestore:"start_time"`
-	DurationSeconds    float64   `firestore:"duration_seconds"`
-	Status             string    `firestore:"status"`
-	CorrelationID      string    `firestore:"correlation_id"`
-	Metadata           string    `firestore:"metadata"` // JSON, as the column holds it
-	State              string    `firestore:"state"`
-	PendingUntil       time.Time `firestore:"pending_until,omitempty"`
-	Attempts           int64     `firestore:"attempts"`
-	CreatedAt          time.Time `firestore:"created_at"`
+// Effect is the effect that inserts r once for the deciding document's
+// incarnation inc.
+func Effect(r Row, table, inc string) effect.Effect {
+	meta := map[string]any{"history_key": r.Key}
+	for k, v := range r.Metadata {
+		meta[k] = v
+	}
+	m, _ := json.Marshal(meta) // plain values: cannot fail
+	b, _ := json.Marshal(stored{
+		Key: r.Key, ExecutionTimestamp: r.ExecutionTimestamp.UTC(), PhaseName: r.PhaseName, GameDate: r.GameDate.String(),
+		StartTime: r.StartTime.UTC(), DurationSeconds: r.DurationSeconds, Status: r.Status, CorrelationID: r.CorrelationID,
+		Metadata: string(m),
+	})
+	return effect.Effect{Kind: effect.Row, Key: "row:" + r.Key, Incarnation: inc, Destination: table, Data: b,
+		GameDate: r.GameDate.String(), Subject: r.PhaseName}
 }
 
-// Log writes rows.
-type Log struct {
-	coll    *firestore.CollectionRef
+// stored is a row as its effect carries it: the columns, metadata already
+// the JSON string the column holds.
+type stored struct {
+	Key                string    `json:"key"`
+	ExecutionTimestamp time.Time `json:"execution_timestamp"`
+	PhaseName          string    `json:"phase_name"`
+	GameDate           string    `json:"game_date"`
+	StartTime          time.Time `json:"start_time"`
+	DurationSeconds    float64   `json:"duration_seconds"`
+	Status             string    `json:"status"`
+	CorrelationID      string    `json:"correlation_id"`
+	Metadata           string    `json:"metadata"`
+}
+
+// Sink inserts rows into the history table.
+type Sink struct {
 	bq      *bigquery.Client
 	table   *bigquery.Table
+	name    string
 	project string
 	cfg     config.BigQuery
 	clock   clock.Clock
-	log     *slog.Logger
 	metrics *metrics.Registry
 }
 
-// New returns a Log writing cfg.HistoryTable through bq.
-func New(fs *firestore.Client, bq *bigquery.Client, cfg config.BigQuery, clk clock.Clock, log *slog.Logger, m *metrics.Registry) *Log {
+// NewSink returns the Sink of cfg.HistoryTable through bq.
+func NewSink(bq *bigquery.Client, cfg config.BigQuery, clk clock.Clock, m *metrics.Registry) *Sink {
 	ds, tb := splitTable(cfg.HistoryTable)
-	return &Log{coll: fs.Collection(Collection), bq: bq, table: bq.Dataset(ds).Table(tb), project: bq.Project(),
-		cfg: cfg, clock: clk, log: log, metrics: m}
+	return &Sink{bq: bq, table: bq.Dataset(ds).Table(tb), name: cfg.HistoryTable, project: bq.Project(), cfg: cfg,
+		clock: clk, metrics: m}
+}
+
+// Table is the lane of row effects.
+func (s *Sink) Table() string { return s.name }
+
+// Lanes is the history table.
+func (s *Sink) Lanes() []string { return []string{s.name} }
+
+// Perform inserts r's row, unless an earlier try whose outcome is unknown
+// already did.
+func (s *Sink) Perform(ctx context.Context, r *effect.Record) effect.Result {
+	var row stored
+	if err := json.Unmarshal(r.Data, &row); err != nil {
+		return effect.Result{Outcome: effect.Refused, Err: fmt.Errorf("history: decode %s: %w", r.Key, err)}
+	}
+	date, err := gamedate.Parse(row.GameDate)
+	if err != nil {
+		// No partition can take it: BigQuery would refuse it on every try.
+		return effect.Result{Outcome: effect.Refused, Err: fmt.Errorf("history: %s: %w", row.Key, err)}
+	}
+	// A try before this one, or the earlier revision that recorded it, may
+	// have inserted it.
+	if r.Tries > 1 || r.Ambiguous > 0 || r.Incarnation == outboxIncarnation {
+		found, err := s.exists(ctx, row, date)
+		if err != nil {
+			return effect.Result{Outcome: effect.Unavailable, Err: err}
+		}
+		if found {
+			s.metrics.Inc("history.already_written")
+			return effect.Result{Outcome: effect.Performed, Ref: "found"}
+		}
+	}
+	start := bigquery.NullTimestamp{Timestamp: row.StartTime, Valid: !row.StartTime.IsZero() && row.StartTime.Unix() > 0}
+	err = s.table.Inserter().Put(ctx, &bigquery.ValuesSaver{Schema: Schema, InsertID: row.Key, Row: []bigquery.Value{
+		row.ExecutionTimestamp, row.PhaseName, civil.Date(date), start, row.DurationSeconds,
+		bigquery.NullInt64{}, row.Status, row.CorrelationID, row.Metadata, s.clock.Now().UTC(),
+	}})
+	if err != nil {
+		var multi bigquery.PutMultiError
+		if errors.As(err, &multi) {
+			// The table answered and named what is wrong with the row.
+			return effect.Result{Outcome: effect.Refused, Err: fmt.Errorf("history: insert %s: %w", row.Key, err)}
+		}
+		var api *googleapi.Error
+		if errors.As(err, &api) && api.Code == http.StatusBadRequest {
+			return effect.Result{Outcome: effect.Refused, Err: fmt.Errorf("history: insert %s: %w", row.Key, err)}
+		}
+		return effect.Result{Outcome: effect.Unavailable, Err: fmt.Errorf("history: insert %s: %w", row.Key, err),
+			Ambiguous: ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded)}
+	}
+	s.metrics.Inc("history.rows_written")
+	return effect.Result{Outcome: effect.Performed, Ref: "inserted"}
 }
 
 func splitTable(s string) (string, string) {
@@ -124,157 +184,21 @@ func splitTable(s string) (string, string) {
 	return "", s
 }
 
-// Owe returns the write that records r as owed, for a caller to commit with
-// its own (the gate's confirm): the row exists if and only if that commit
-// does. Committing it twice fails with AlreadyExists.
-func (l *Log) Owe(r Row) (*firestore.DocumentRef, map[string]any) {
-	meta := map[string]any{"history_key": r.Key}
-	for k, v := range r.Metadata {
-		meta[k] = v
-	}
-	b, _ := json.Marshal(meta) // plain values: cannot fail
-	now := l.clock.Now().UTC()
-	return l.ref(r.Key), map[string]any{
-		"key": r.Key, "execution_timestamp": r.ExecutionTimestamp.UTC(), "phase_name": r.PhaseName,
-		"game_date": r.GameDate.String(), "start_time": r.StartTime.UTC(), "duration_seconds": r.DurationSeconds,
-		"status": r.Status, "correlation_id": r.CorrelationID, "metadata": string(b),
-		"state": StatePending, "pending_until": now.Add(l.cfg.HistoryBudget + leaseMargin), "attempts": int64(0),
-		"created_at": now,
-	}
-}
-
-func (l *Log) ref(key string) *firestore.DocumentRef { return l.coll.Doc(docid.Encode(key)) }
-
-// Append records r unless its key was recorded before, then sends it. It
-// never fails the caller: what it cannot do is logged, and an owed row is
-// sent by the sweep.
-func (l *Log) Append(ctx context.Context, r Row) {
-	ref, doc := l.Owe(r)
-	_, err := ref.Create(ctx, doc)
-	if status.Code(err) == codes.AlreadyExists {
-		return // recorded before: sent, or owed to the sweep
-	}
-	if err != nil {
-		l.metrics.Inc("history.record_failed")
-		l.log.ErrorContext(ctx, "history row not recorded", "history_key", r.Key, "error", err.Error())
-		return
-	}
-	l.Send(ctx, r.Key)
-}
-
-// Send inserts the owed row key now, within the request's budget.
-func (l *Log) Send(ctx context.Context, key string) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.cfg.HistoryBudget)
-	defer cancel()
-	snap, err := l.ref(key).Get(ctx)
-	if err == nil {
-		err = l.insert(ctx, snap, false)
-	}
-	if err != nil {
-		l.metrics.Inc("history.left_pending")
-		l.log.WarnContext(ctx, "history row left for the sweep", "history_key", key, "error", err.Error())
-	}
-}
-
-// Flush inserts the rows requests left owed, oldest first, each claimed
-// with an update-time precondition so that concurrent sweeps never both
-// insert one. It returns the rows written.
-func (l *Log) Flush(ctx context.Context) (int, error) {
-	snaps, err := l.coll.Where("pending_until", "<=", l.clock.Now().UTC()).
-		OrderBy("pending_until", firestore.Asc).Limit(flushLimit).Documents(ctx).GetAll()
-	if err != nil {
-		return 0, fmt.Errorf("history: query owed rows: %w", err)
-	}
-	n := 0
-	var errs []error
-	for _, snap := range snaps {
-		if ctx.Err() != nil {
-			break
-		}
-		_, err := snap.Ref.Update(ctx, []firestore.Update{
-			{Path: "pending_until", Value: l.clock.Now().UTC().Add(l.cfg.QueryTimeout + l.cfg.HistoryBudget + leaseMargin)},
-			{Path: "attempts", Value: firestore.Increment(1)},
-		}, firestore.LastUpdateTime(snap.UpdateTime))
-		if status.Code(err) == codes.FailedPrecondition {
-			continue // another sweep has it
-		}
-		if err != nil {
-			errs = append(errs, fmt.Errorf("history: claim %s: %w", snap.Ref.ID, err))
-			continue
-		}
-		if err := l.insert(ctx, snap, true); err != nil {
-			l.metrics.Inc("history.left_pending")
-			l.log.WarnContext(ctx, "history row still not written", "history_key", snap.Ref.ID, "error", err.Error())
-			continue
-		}
-		n++
-	}
-	if n > 0 {
-		l.metrics.Add("history.flushed", int64(n))
-	}
-	return n, errors.Join(errs...)
-}
-
-// insert writes the row of snap to BigQuery and marks it written. retry
-// says an earlier attempt may have reached BigQuery: the row is then looked
-// for first.
-func (l *Log) insert(ctx context.Context, snap *firestore.DocumentSnapshot, retry bool) error {
-	var rec record
-	if err := snap.DataTo(&rec); err != nil {
-		return fmt.Errorf("history: decode %s: %w", snap.Ref.ID, err)
-	}
-	if rec.State == StateWritten {
-		return nil
-	}
-	date, err := gamedate.Parse(rec.GameDate)
-	if err != nil {
-		return fmt.Errorf("history: %s: %w", snap.Ref.ID, err)
-	}
-	found := false
-	if retry || rec.Attempts > 0 {
-		if found, err = l.exists(ctx, rec, date); err != nil {
-			return err
-		}
-	}
-	if !found {
-		start := bigquery.NullTimestamp{Timestamp: rec.StartTime, Valid: !rec.StartTime.IsZero() && rec.StartTime.Unix() > 0}
-		row := &bigquery.ValuesSaver{Schema: Schema, InsertID: rec.Key, Row: []bigquery.Value{
-			rec.ExecutionTimestamp, rec.PhaseName, civil.Date(date), start, rec.DurationSeconds,
-			bigquery.NullInt64{}, rec.Status, rec.CorrelationID, rec.Metadata, l.clock.Now().UTC(),
-		}}
-		if err := l.table.Inserter().Put(ctx, row); err != nil {
-			return fmt.Errorf("history: insert %s: %w", rec.Key, err)
-		}
-		l.metrics.Inc("history.rows_written")
-	} else {
-		l.metrics.Inc("history.already_written")
-	}
-	_, err = snap.Ref.Update(ctx, []firestore.Update{
-		{Path: "state", Value: StateWritten},
-		{Path: "pending_until", Value: firestore.Delete},
-		{Path: "written_at", Value: l.clock.Now().UTC()},
-	})
-	if err != nil {
-		return fmt.Errorf("history: %s inserted but not marked; the next attempt finds it: %w", rec.Key, err)
-	}
-	return nil
-}
-
 // exists looks for the row in its date's partition by the key its metadata
 // carries; the emulator has no JSON_VALUE, and a substring is as exact here
 // because the key is written by json.Marshal without escapes.
-func (l *Log) exists(ctx context.Context, rec record, date gamedate.Date) (bool, error) {
-	q := l.bq.Query(fmt.Sprintf(
+func (s *Sink) exists(ctx context.Context, rec stored, date gamedate.Date) (bool, error) {
+	q := s.bq.Query(fmt.Sprintf(
 		"SELECT COUNT(*) AS n FROM `%s.%s.%s` WHERE game_date = @game_date AND phase_name = @phase AND STRPOS(metadata, @needle) > 0",
-		l.project, l.table.DatasetID, l.table.TableID))
+		s.project, s.table.DatasetID, s.table.TableID))
 	needle, _ := json.Marshal(map[string]string{"history_key": rec.Key})
 	q.Parameters = []bigquery.QueryParameter{
 		{Name: "game_date", Value: civil.Date(date)},
 		{Name: "phase", Value: rec.PhaseName},
 		{Name: "needle", Value: string(needle[1 : len(needle)-1])},
 	}
-	q.MaxBytesBilled = l.cfg.MaxBytesBilled
-	ctx, cancel := context.WithTimeout(ctx, l.cfg.QueryTimeout)
+	q.MaxBytesBilled = s.cfg.MaxBytesBilled
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.QueryTimeout)
 	defer cancel()
 	it, err := q.Read(ctx)
 	if err != nil {
@@ -285,4 +209,68 @@ func (l *Log) exists(ctx context.Context, rec record, date gamedate.Date) (bool,
 		return false, fmt.Errorf("history: look for %s: %w", rec.Key, err)
 	}
 	return row.N > 0, nil
+}
+
+// outboxRecord is a row an earlier revision's outbox held.
+type outboxRecord struct {
+	Key                string    `firestore:"key"`
+	ExecutionTimestamp time.Time `firestore:"execution_timestamp"`
+	PhaseName          string    `firestore:"phase_name"`
+	GameDate           string    `firestore:"game_date"`
+	StartTime          time.Time `firestore:"start_time"`
+	DurationSeconds    float64   `firestore:"duration_seconds"`
+	Status             string    `firestore:"status"`
+	CorrelationID      string    `firestore:"correlation_id"`
+	Metadata           string    `firestore:"metadata"`
+	State              string    `firestore:"state"`
+}
+
+// takeOverLimit bounds one sweep's share of an old outbox.
+const takeOverLimit = 50
+
+// TakeOver moves into the effect log the rows an earlier revision's outbox
+// still owes (pending, its sender's lease passed): each row's effect is
+// created in the commit that clears the old document's lease, conditional
+// on the document being unchanged, so an old revision still flushing it
+// during a rollout and this one never both insert it (and an insert that
+// may have happened is looked for before it is repeated: the effect starts
+// with an unsettled try). It returns the rows taken over.
+func TakeOver(ctx context.Context, fs *firestore.Client, names config.Names, eng *effect.Engine, table string) (int, error) {
+	now := eng.Clock.Now()
+	snaps, err := fs.Collection(names.Coll(Collection)).Where("pending_until", "<=", now).
+		OrderBy("pending_until", firestore.Asc).Limit(takeOverLimit).Documents(ctx).GetAll()
+	if err != nil {
+		return 0, fmt.Errorf("history: query the earlier outbox: %w", err)
+	}
+	n := 0
+	var errs []error
+	for _, snap := range snaps {
+		var rec outboxRecord
+		if err := snap.DataTo(&rec); err != nil {
+			errs = append(errs, fmt.Errorf("history: decode %s: %w", snap.Ref.ID, err))
+			continue
+		}
+		ups := []firestore.Update{{Path: "pending_until", Value: firestore.Delete}, {Path: "moved_to_effects_at", Value: now}}
+		var effs []effect.Effect
+		if rec.State != StateWritten {
+			b, _ := json.Marshal(stored{Key: rec.Key, ExecutionTimestamp: rec.ExecutionTimestamp, PhaseName: rec.PhaseName,
+				GameDate: rec.GameDate, StartTime: rec.StartTime, DurationSeconds: rec.DurationSeconds, Status: rec.Status,
+				CorrelationID: rec.CorrelationID, Metadata: rec.Metadata})
+			effs = append(effs, effect.Effect{Kind: effect.Row, Key: "row:" + rec.Key, Destination: table,
+				Data: b, GameDate: rec.GameDate, Subject: rec.PhaseName, Incarnation: outboxIncarnation})
+		}
+		ws := append([]effect.Write{{Ref: snap.Ref, Update: ups, Pre: []firestore.Precondition{firestore.LastUpdateTime(snap.UpdateTime)}}},
+			eng.Owe(now, effs...)...)
+		times, err := effect.Commit(ctx, fs, ws...)
+		if errors.Is(err, effect.ErrConflict) {
+			continue
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("history: take over %s: %w", rec.Key, err))
+			continue
+		}
+		n++
+		eng.Perform(ctx, effect.Made{Effects: effs, Times: times[1:]})
+	}
+	return n, errors.Join(errs...)
 }

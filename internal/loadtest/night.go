@@ -326,7 +326,6 @@ func (e *Env) Play(ctx context.Context, r Run) (*Result, error) {
 		}
 	}
 	tr := batch.New(batch.Deps{Firestore: fs, Config: cfg, Raw: clients.Raw})
-	defer tr.Close()
 	rep, err := tr.Check(ctx, batch.CheckOptions{BatchID: batchID})
 	res.CheckClean = err == nil && len(rep.Mismatches) == 0
 	if !res.CheckClean {

@@ -14,9 +14,9 @@ import (
 	"cloud.google.com/go/firestore"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/phasegate/phasegate/internal/alert"
 	"github.com/phasegate/phasegate/internal/clock"
 	"github.com/phasegate/phasegate/internal/config"
+	"github.com/phasegate/phasegate/internal/effect"
 	"github.com/phasegate/phasegate/internal/opstate"
 )
 
@@ -32,7 +32,7 @@ const healthTimeout = 20 * time.Second
 
 // Health answers the same on every instance, from durable state only
 // (CONTRACT §11): the sweep's heartbeat, each breaker's last recorded
-// transition, overdue gates, unconfirmed claims and the alert outbox. Its
+// transition, overdue gates, unconfirmed claims and the effect log. Its
 // reads are bounded whatever the data: one BatchGet, one count aggregation
 // per query, and one single-document query.
 type Health struct {
@@ -56,6 +56,9 @@ type Report struct {
 	Unpublished      int64                      `json:"unpublished"`
 	AlertsWaiting    int64                      `json:"alerts_waiting"`
 	OldestAlertAgeS  int64                      `json:"oldest_alert_age_s"`
+	EffectsOwed      int64                      `json:"effects_owed"`
+	OldestEffectAgeS int64                      `json:"oldest_effect_age_s"`
+	EffectsFailed    int64                      `json:"effects_failed"`
 	Breakers         map[string]opstate.Breaker `json:"breakers"`
 	Reasons          []string                   `json:"reasons,omitempty"`
 	Error            string                     `json:"error,omitempty"`
@@ -73,7 +76,7 @@ func (h *Health) Check(ctx context.Context) Report {
 	var (
 		mu      sync.Mutex
 		facts   opstate.Facts
-		waiting alert.Waiting
+		effects effect.Counts
 	)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() (err error) {
@@ -81,7 +84,7 @@ func (h *Health) Check(ctx context.Context) Report {
 		return err
 	})
 	g.Go(func() (err error) {
-		waiting, err = alert.ReadWaiting(gctx, h.FS, h.Names)
+		effects, err = effect.ReadCounts(gctx, h.FS, h.Names)
 		return err
 	})
 	count := func(into map[string]int64, key string, q firestore.Query) {
@@ -126,9 +129,12 @@ func (h *Health) Check(ctx context.Context) Report {
 		r.Unpublished += n
 	}
 	r.Breakers = facts.Breakers
-	r.AlertsWaiting = waiting.Count
-	if !waiting.Oldest.IsZero() {
-		r.OldestAlertAgeS = int64(now.Sub(waiting.Oldest).Seconds())
+	r.AlertsWaiting, r.EffectsOwed, r.EffectsFailed = effects.AlertsOwed, effects.Owed, effects.Failed
+	if !effects.OldestAlert.IsZero() {
+		r.OldestAlertAgeS = int64(now.Sub(effects.OldestAlert).Seconds())
+	}
+	if !effects.OldestOwed.IsZero() {
+		r.OldestEffectAgeS = int64(now.Sub(effects.OldestOwed).Seconds())
 	}
 	if !facts.LastSweepAt.IsZero() {
 		t := facts.LastSweepAt.UTC()
@@ -148,6 +154,13 @@ func (h *Health) Check(ctx context.Context) Report {
 	}
 	if r.AlertsWaiting > 0 {
 		r.Reasons = append(r.Reasons, fmt.Sprintf("%d alert(s) waiting", r.AlertsWaiting))
+	}
+	if r.OldestEffectAgeS > int64(SweepLate.Seconds()) {
+		r.Reasons = append(r.Reasons, fmt.Sprintf("%d effect(s) owed, the oldest for %s", r.EffectsOwed,
+			(time.Duration(r.OldestEffectAgeS)*time.Second).String()))
+	}
+	if r.EffectsFailed > 0 {
+		r.Reasons = append(r.Reasons, fmt.Sprintf("%d effect(s) failed: refused by their destination (phasegate effects list --state failed)", r.EffectsFailed))
 	}
 	for _, name := range slices.Sorted(maps.Keys(r.Breakers)) {
 		if b := r.Breakers[name]; b.State != "closed" {

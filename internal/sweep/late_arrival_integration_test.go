@@ -8,14 +8,15 @@ import (
 	"github.com/phasegate/phasegate/internal/config"
 )
 
-// late_arrival on: the sweep's tier trigger fails to publish and is
-// released; the last missing processor's event resumes and publishes it.
+// late_arrival on: the sweep's tier trigger fails to publish and stays
+// owed; the last missing processor's event publishes it.
 // Every processor is then in and the published trigger was partial, so the
 // supplemental late_arrival trigger is owed — and nothing else would send
 // it: the sweep no longer visits a confirmed gate and no redelivery is
 // pending.
 func TestLateArrivalAfterResumedTrigger(t *testing.T) {
-	e := apptest.New(t, apptest.FailPublishes("nba-predictions-trigger", 1), apptest.WithConfig(func(c *config.Config) {
+	// Two failures: the sweep's gate pass, then its pass over the effect log.
+	e := apptest.New(t, apptest.FailPublishes("nba-predictions-trigger", 2), apptest.WithConfig(func(c *config.Config) {
 		p, _ := c.Phase("Phase4To5")
 		p.LateArrival = true
 	}))
@@ -27,8 +28,8 @@ func TestLateArrivalAfterResumedTrigger(t *testing.T) {
 		}
 	}
 	e.Clock.Advance(time.Hour)
-	sweepOnce(t, e) // tier2 claimed, publish fails, released
-	if doc := e.Doc("phase4_completion/2026-01-19"); doc["_trigger_state"] != "released" {
+	sweepOnce(t, e) // tier2 claimed, publish fails, owed
+	if doc := e.Doc("phase4_completion/2026-01-19"); doc["_trigger_state"] != "claimed" {
 		t.Fatalf("after the sweep: state %v", doc["_trigger_state"])
 	}
 	if c := e.PushOnce("Phase4To5", "m-last", apptest.Completion("MLFeatureStoreProcessor", "2026-01-19", "success")); c >= 300 {

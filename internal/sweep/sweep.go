@@ -19,6 +19,7 @@ import (
 
 	"github.com/phasegate/phasegate/internal/clock"
 	"github.com/phasegate/phasegate/internal/config"
+	"github.com/phasegate/phasegate/internal/effect"
 	"github.com/phasegate/phasegate/internal/envelope"
 	"github.com/phasegate/phasegate/internal/errs"
 	"github.com/phasegate/phasegate/internal/gamedate"
@@ -44,9 +45,16 @@ type Batches interface {
 // BatchReport is what a batch pass did.
 type BatchReport = fmt.Stringer
 
-// Alerts re-sends alerts a request could not deliver in time.
-type Alerts interface {
-	Flush(ctx context.Context) (int, error)
+// Effects performs what decisions owe and requests could not perform.
+type Effects interface {
+	Drain(ctx context.Context) (effect.DrainReport, error)
+}
+
+// TakeOver moves into the effect log what an earlier revision's outbox
+// still owes, and returns how much it moved.
+type TakeOver struct {
+	Name string // the outbox's collection, for logs
+	Run  func(ctx context.Context) (int, error)
 }
 
 // Heartbeat records that a sweep finished, for Health on every instance.
@@ -54,19 +62,14 @@ type Heartbeat interface {
 	SweepDone(ctx context.Context, summary map[string]any) error
 }
 
-// History inserts the history rows requests left owed.
-type History interface {
-	Flush(ctx context.Context) (int, error)
-}
-
 // Sweeper runs sweeps.
 type Sweeper struct {
 	FS        *firestore.Client
 	Gates     []Gate
 	Batches   Batches // nil: no batch pass
-	Alerts    Alerts
+	Effects   Effects
+	TakeOvers []TakeOver
 	Heartbeat Heartbeat // nil: not recorded
-	History   History   // nil: no history table
 	Clock     clock.Clock
 	Cfg       config.Sweep
 	Names     config.Names
@@ -81,11 +84,13 @@ type Report struct {
 	Waiting   int
 	Failed    int
 	Batches   string
-	Alerts    int
+	// Effects is what the pass over the effect log did; TakenOver, what
+	// it moved there from earlier revisions' outboxes.
+	Effects   effect.DrainReport
+	TakenOver int
 	// Overdue warnings raised and resolved by this sweep.
 	Overdue         int
 	OverdueResolved int
-	History         int // history rows written
 	Blocked         int // gates a data check holds
 	// QueryFailed names each collection whose query failed: what it would
 	// have found was not visited.
@@ -96,9 +101,10 @@ type Report struct {
 func (s *Sweeper) Handle(ctx context.Context, _ envelope.Message) error {
 	r, err := s.Run(ctx)
 	s.Log.InfoContext(ctx, "sweep finished", "complete", err == nil, "visited", r.Visited, "triggered", r.Triggered,
-		"waiting", r.Waiting, "blocked", r.Blocked, "failed", r.Failed, "batches", r.Batches, "alerts_sent", r.Alerts,
-		"overdue_raised", r.Overdue, "overdue_resolved", r.OverdueResolved, "history_rows", r.History,
-		"query_failed", r.QueryFailed)
+		"waiting", r.Waiting, "blocked", r.Blocked, "failed", r.Failed, "batches", r.Batches,
+		"effects_performed", r.Effects.Performed, "effects_pending", r.Effects.Pending, "effects_failed", r.Effects.Failed,
+		"effects_errors", r.Effects.Errors, "effect_lanes_stopped", r.Effects.Stopped, "taken_over", r.TakenOver,
+		"overdue_raised", r.Overdue, "overdue_resolved", r.OverdueResolved, "query_failed", r.QueryFailed)
 	return err
 }
 
@@ -121,6 +127,9 @@ func (s *Sweeper) Run(ctx context.Context) (Report, error) {
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(s.Cfg.Concurrency)
 	budget := s.Cfg.MaxItems
+	// legacy: per phase, the look-back's documents without _open (the
+	// running system's), which the overdue queries cannot find.
+	legacy := map[string][]*firestore.DocumentSnapshot{}
 	var queryErrs []error
 	queryFailed := func(collection string, err error) {
 		queryErrs = append(queryErrs, err)
@@ -133,12 +142,13 @@ func (s *Sweeper) Run(ctx context.Context) (Report, error) {
 		if gt.Phase().Unowned {
 			continue // the running system still owns it (PHASEGATE_PHASES)
 		}
-		snaps, err := s.openGates(ctx, gt.Phase(), now, budget)
+		snaps, direct, err := s.openGates(ctx, gt.Phase(), now, budget)
 		if err != nil {
 			queryFailed(s.Names.Coll(gt.Phase().Collection), err)
 			continue
 		}
 		budget -= len(snaps)
+		legacy[gt.Phase().Name] = direct
 		for _, snap := range snaps {
 			date, err := gamedate.Parse(snap.Ref.ID)
 			if err != nil {
@@ -173,7 +183,7 @@ func (s *Sweeper) Run(ctx context.Context) (Report, error) {
 	// After the gates, so that a gate this sweep just triggered is not
 	// reported overdue.
 	for _, gt := range s.Gates {
-		if err := s.overdue(ctx, gt, now, &r); err != nil {
+		if err := s.overdue(ctx, gt, now, legacy[gt.Phase().Name], &r); err != nil {
 			queryFailed(gt.Phase().Collection, err)
 		}
 	}
@@ -185,21 +195,24 @@ func (s *Sweeper) Run(ctx context.Context) (Report, error) {
 			r.Batches = br.String()
 		}
 	}
+	// Last, so that what the gates and batches just owed and could not
+	// perform is tried again at once; bounded, so that a destination that
+	// hangs cannot hold the sweep past its function's timeout.
 	fctx, cancel := context.WithTimeout(ctx, s.Cfg.FlushBudget)
-	n, err := s.Alerts.Flush(fctx)
-	cancel()
-	r.Alerts = n
-	if err != nil {
-		s.Log.WarnContext(ctx, "alert outbox flush failed", "error", err.Error())
-	}
-	if s.History != nil {
-		hctx, cancel := context.WithTimeout(ctx, s.Cfg.FlushBudget)
-		r.History, err = s.History.Flush(hctx)
-		cancel()
+	for _, t := range s.TakeOvers {
+		n, err := t.Run(fctx)
+		r.TakenOver += n
 		if err != nil {
-			s.Log.WarnContext(ctx, "history flush failed", "error", err.Error())
+			queryFailed(t.Name, err)
 		}
 	}
+	var err error
+	if r.Effects, err = s.Effects.Drain(fctx); err != nil {
+		for _, lane := range r.Effects.QueryFailed {
+			queryFailed("orchestrator_effects["+lane+"]", err)
+		}
+	}
+	cancel()
 	s.Metrics.Inc("sweep.runs")
 	if len(queryErrs) > 0 {
 		return r, errs.E(errs.Transient, "sweep_query", errors.Join(queryErrs...))
@@ -207,7 +220,7 @@ func (s *Sweeper) Run(ctx context.Context) (Report, error) {
 	if s.Heartbeat != nil {
 		// Only a sweep that could read what it sweeps counts as one.
 		if err := s.Heartbeat.SweepDone(ctx, map[string]any{"visited": r.Visited, "triggered": len(r.Triggered),
-			"failed": r.Failed, "alerts_sent": r.Alerts}); err != nil {
+			"failed": r.Failed, "effects_performed": r.Effects.Performed}); err != nil {
 			return r, errs.E(errs.Transient, "sweep_heartbeat", err)
 		}
 	}
@@ -220,14 +233,21 @@ const overdueLimit = 50
 
 // overdue raises the warning of each gate open longer than its phase's
 // stuck_after, at any age, and resolves those that have since triggered.
-func (s *Sweeper) overdue(ctx context.Context, gt Gate, now time.Time, r *Report) error {
+// legacy are the running system's untriggered documents the look-back
+// read, which no query of _open finds: stuck_after is shorter than the
+// look-back, so each is announced before it leaves it.
+func (s *Sweeper) overdue(ctx context.Context, gt Gate, now time.Time, legacy []*firestore.DocumentSnapshot, r *Report) error {
 	p := gt.Phase()
 	seen := map[string]bool{}
+	batches := [][]*firestore.DocumentSnapshot{legacy}
 	for _, q := range gt.OverdueQueries(s.FS, now.Add(-p.StuckAfter)) {
 		snaps, err := q.Limit(overdueLimit).Documents(ctx).GetAll()
 		if err != nil {
 			return fmt.Errorf("sweep: overdue gates of %s: %w", p.Collection, err)
 		}
+		batches = append(batches, snaps)
+	}
+	for _, snaps := range batches {
 		for _, snap := range snaps {
 			date, err := gamedate.Parse(snap.Ref.ID)
 			if err != nil || seen[snap.Ref.ID] {
@@ -261,10 +281,11 @@ func (s *Sweeper) overdue(ctx context.Context, gt Gate, now time.Time, r *Report
 // or released, however old or however it started — a manual trigger on a
 // date without completions has no first completion (single-field index on
 // _trigger_state) — and the untriggered documents of the look-back's dates,
-// which is how documents the running system wrote are seen.
-func (s *Sweeper) openGates(ctx context.Context, p *config.Phase, now time.Time, limit int) ([]*firestore.DocumentSnapshot, error) {
+// which is how documents the running system wrote are seen. It returns
+// them all, and apart those of the last kind without _open.
+func (s *Sweeper) openGates(ctx context.Context, p *config.Phase, now time.Time, limit int) ([]*firestore.DocumentSnapshot, []*firestore.DocumentSnapshot, error) {
 	if limit <= 0 {
-		return nil, nil
+		return nil, nil, nil
 	}
 	coll := s.FS.Collection(s.Names.Coll(p.Collection))
 	queries := []firestore.Query{
@@ -284,7 +305,7 @@ func (s *Sweeper) openGates(ctx context.Context, p *config.Phase, now time.Time,
 			}
 			if err != nil {
 				it.Stop()
-				return nil, fmt.Errorf("sweep: query %s: %w", p.Collection, err)
+				return nil, nil, fmt.Errorf("sweep: query %s: %w", p.Collection, err)
 			}
 			if !seen[snap.Ref.ID] {
 				seen[snap.Ref.ID] = true
@@ -294,7 +315,7 @@ func (s *Sweeper) openGates(ctx context.Context, p *config.Phase, now time.Time,
 		it.Stop()
 	}
 	if len(out) >= limit {
-		return out, nil
+		return out, nil, nil
 	}
 	// Documents the running system created carry no _open and may hold
 	// _first_completion_at as a string, which no timestamp query matches:
@@ -303,8 +324,9 @@ func (s *Sweeper) openGates(ctx context.Context, p *config.Phase, now time.Time,
 	refs := lookBackRefs(coll, now, s.Cfg.LookBack)
 	snaps, err := s.FS.GetAll(ctx, refs)
 	if err != nil {
-		return nil, fmt.Errorf("sweep: read %s of the look-back: %w", p.Collection, err)
+		return nil, nil, fmt.Errorf("sweep: read %s of the look-back: %w", p.Collection, err)
 	}
+	var legacy []*firestore.DocumentSnapshot
 	for _, snap := range snaps {
 		if len(out) >= limit {
 			break
@@ -314,8 +336,11 @@ func (s *Sweeper) openGates(ctx context.Context, p *config.Phase, now time.Time,
 		}
 		seen[snap.Ref.ID] = true
 		out = append(out, snap)
+		if _, ok := snap.Data()["_open"]; !ok {
+			legacy = append(legacy, snap)
+		}
 	}
-	return out, nil
+	return out, legacy, nil
 }
 
 // lookBackRefs are the gate documents of every New York date from now −

@@ -10,6 +10,7 @@ import (
 
 	"github.com/phasegate/phasegate/internal/apptest"
 	"github.com/phasegate/phasegate/internal/config"
+	"github.com/phasegate/phasegate/internal/effect"
 	"github.com/phasegate/phasegate/internal/gamedate"
 	"github.com/phasegate/phasegate/internal/gate"
 	"github.com/phasegate/phasegate/internal/slacktest"
@@ -119,8 +120,8 @@ func TestTiersFromSweep(t *testing.T) {
 	}
 }
 
-// A trigger released after a failed publish, and no redelivery: the next
-// sweep publishes it, once.
+// A trigger whose publish failed, and no redelivery: the next sweep
+// publishes it, once.
 func TestSweepFinishesReleasedClaim(t *testing.T) {
 	e := apptest.New(t, apptest.FailPublishes("nba-predictions-trigger", 1))
 	sub := e.Sub("nba-predictions-trigger")
@@ -142,13 +143,17 @@ func TestSweepFinishesReleasedClaim(t *testing.T) {
 	}
 }
 
-// A claim left by a crashed instance is finished by a sweep after its lease.
+// A trigger owed by an instance that died right after its claim's commit
+// is finished by a sweep (on another instance) after its lease.
 func TestSweepFinishesExpiredClaim(t *testing.T) {
-	e := apptest.New(t, apptest.CrashAt(gate.StepAfterCommit, 1))
+	f := apptest.NewFaults()
+	e := apptest.New(t, f.Option(t))
 	sub := e.Sub("nba-phase4-trigger")
+	f.At(effect.Collection, 0, apptest.DieAfter)
 	for _, p := range []string{"AsyncUpcomingPlayerGameContextProcessor"} {
 		e.PushOnce("Phase3To4", "m-"+p, apptest.Completion(p, "2026-01-20", "success")) // same day
 	}
+	e = e.On(e.Instance())
 	sweepOnce(t, e) // the claim is still live: nothing
 	if got := sub.Drain(t, 500*time.Millisecond); len(got) != 0 {
 		t.Fatalf("published under a live claim")
@@ -186,12 +191,15 @@ func TestAlertSurvivesRateLimit(t *testing.T) {
 // so the open-gate query never sees it; a crash after its claim is still
 // finished by the sweep once the lease expires.
 func TestSweepFinishesClaimWithoutCompletions(t *testing.T) {
-	e := apptest.New(t, apptest.CrashAt(gate.StepAfterCommit, 1))
+	f := apptest.NewFaults()
+	e := apptest.New(t, f.Option(t))
 	sub := e.Sub("nba-phase3-trigger")
+	f.At(effect.Collection, 0, apptest.DieAfter)
 	d, _ := gamedate.Parse("2026-01-19")
 	if _, err := e.App.Gates[0].Evaluate(context.Background(), d, gate.SourceManual, nil); err == nil {
 		t.Fatal("the injected crash did not stop the manual trigger")
 	}
+	e = e.On(e.Instance())
 	e.Clock.Advance(e.Cfg.Gate.ClaimLease)
 	sweepOnce(t, e)
 	sweepOnce(t, e)
