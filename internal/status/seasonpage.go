@@ -27,6 +27,7 @@ type grid struct {
 type gridColumn struct {
 	Title      string // Phase 3 → 4
 	Short      string // 3→4
+	Phase      bool   // a gate, not the batches
 	Usual      string // the median trigger time, HH:MM
 	UsualTitle string
 }
@@ -54,7 +55,9 @@ func newGrid(s *Season, loc *time.Location) grid {
 	}
 	ms := medians(s.Season)
 	for _, p := range s.Season[0].Phases {
-		g.Columns = append(g.Columns, column(phaseTitle(p.Phase), shortTitle(p.Phase), p.Phase, ms, loc))
+		c := column(phaseTitle(p.Phase), shortTitle(p.Phase), p.Phase, ms, loc)
+		c.Phase = true
+		g.Columns = append(g.Columns, c)
 	}
 	g.Columns = append(g.Columns, column("Prediction batch", "batch", batchColumn, ms, loc))
 	for i := len(s.Season) - 1; i >= 0; i-- {
@@ -192,7 +195,7 @@ func batchCell(gameDate string, batches []SeasonBatch, loc *time.Location) (grid
 	}
 	st := styleOf(b.State)
 	c := gridCell{State: st.State, Glyph: st.Glyph}
-	words := []string{fmt.Sprintf("%s prediction batch %s: %s", gameDate, b.BatchID, st.Words),
+	words := []string{fmt.Sprintf("%s prediction batch %s: %s", gameDate, b.BatchID, batchWords[b.State]),
 		fmt.Sprintf("%d of %d players", b.Completed, b.Expected)}
 	issue := ""
 	if b.CompletedAt != nil {
@@ -203,7 +206,7 @@ func batchCell(gameDate string, batches []SeasonBatch, loc *time.Location) (grid
 		words = append(words, "started "+b.StartTime.In(loc).Format("Jan 2 15:04 MST"))
 	}
 	if b.State != StateTriggered {
-		issue = fmt.Sprintf("batch %s (%d/%d players)", st.Words, b.Completed, b.Expected)
+		issue = fmt.Sprintf("batch %s (%d/%d players)", batchWords[b.State], b.Completed, b.Expected)
 	}
 	if b.OffsetMinutes != nil {
 		c.Offset, c.Late = offsetText(*b.OffsetMinutes), *b.OffsetMinutes >= lateMinutes
@@ -217,6 +220,13 @@ func batchCell(gameDate string, batches []SeasonBatch, loc *time.Location) (grid
 	}
 	c.Title = strings.Join(words, ", ")
 	return c, issue
+}
+
+// batchWords say a batch's state as its own outcome: a batch completes
+// rather than triggers.
+var batchWords = map[string]string{
+	StateTriggered: "complete", StatePartial: "completed partial", StateWaiting: "open",
+	StateOverdue: "open past its age limit", StateBlocked: "blocked", StateNotStarted: "not started",
 }
 
 // offsetText is an offset as a cell shows it.
@@ -336,6 +346,7 @@ body{font:15px/1.4 system-ui,-apple-system,"Segoe UI",sans-serif;margin:0 auto;m
 nav{display:flex;gap:1em;flex-wrap:wrap;align-items:baseline}
 h1{font-size:1.1em;margin:0 1em 0 0}
 h2{font-size:1em;margin:1em 0 .3em}
+.range{margin:.4em 0;color:#57606a;font-size:.9em}
 a{color:#0b5cad}
 .legend{margin:.5em 0;padding:0;list-style:none;display:flex;flex-wrap:wrap;gap:4px}
 .legend li{padding:1px 8px;border-radius:10px;font-size:.85em;white-space:nowrap}
@@ -345,7 +356,7 @@ a{color:#0b5cad}
 table.season{width:100%;table-layout:fixed;border-collapse:separate;border-spacing:3px}
 table.season th{font-weight:600;text-align:left;vertical-align:bottom;font-size:.85em;padding:0 4px}
 table.season th.date{width:5.6em}
-table.season th small{display:block;font-weight:normal;color:#57606a}
+table.season abbr{text-decoration:none}
 table.season tbody th{font-weight:normal;white-space:nowrap;vertical-align:middle}
 table.season td{border-radius:6px;padding:3px 6px;vertical-align:top;white-space:nowrap;overflow:hidden;font-variant-numeric:tabular-nums}
 table.season .g{font-weight:700;display:inline-block;width:1.1em}
@@ -354,7 +365,7 @@ table.season .o.late{font-weight:700;text-decoration:underline}
 table.season tfoot th{color:#57606a;font-weight:normal}
 .sr{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0);white-space:nowrap}
 footer{color:#6e7781;font-size:.85em;margin-top:2em}
-@media (max-width:480px){body{padding:8px;font-size:14px}table.season{border-spacing:2px;font-size:12px}table.season td{padding:2px 3px}table.season th.date{width:4.6em}}
+@media (max-width:480px){.wide{display:none}body{padding:8px;font-size:14px}table.season{border-spacing:2px;font-size:12px}table.season td{padding:2px 3px}table.season th.date{width:4.6em}}
 {{stateCSS}}</style>
 </head>
 <body>
@@ -365,18 +376,18 @@ footer{color:#6e7781;font-size:.85em;margin-top:2em}
 {{with .Next}}<a href="{{.}}" rel="next">later {{$.Dates}} days →</a>{{end}}
 <a href="?">tonight</a>
 </nav>
-<p>Game dates {{.From}} to {{.To}}, newest first. Each cell: the first trigger's New York time and how far it fell from the usual (the median of the range's triggered dates). A date opens its timeline.</p>
+<p class="range">{{.From}} to {{.To}}, newest first. Each cell: the first trigger's New York time, and how far it fell from the usual — the median of the range's triggered dates. A date opens its timeline.</p>
 <ul class="legend" aria-label="legend">{{range .Legend}}<li class="st-{{.State}}" data-state="{{.State}}"><span aria-hidden="true">{{.Glyph}}</span> {{.Words}}</li>{{end}}</ul>
-{{if .Attention}}<h2>Needs a look</h2>
-<ul class="attention">{{range .Attention}}<li>{{.}}</li>{{end}}</ul>{{else}}<p class="calm">Every date went through complete, at its usual time.</p>{{end}}
 <table class="season">
 <caption class="sr">Outcome of each phase gate and prediction batch per game date, {{.From}} to {{.To}}</caption>
-<thead><tr><th scope="col" class="date">date</th>{{range .Columns}}<th scope="col"><abbr title="{{.Title}}">{{.Short}}</abbr></th>{{end}}</tr></thead>
+<thead><tr><th scope="col" class="date">date</th>{{range .Columns}}<th scope="col"><abbr title="{{.Title}}">{{if .Phase}}<span class="wide">Phase </span>{{end}}{{.Short}}</abbr></th>{{end}}</tr></thead>
 <tbody>
 {{range .Rows}}<tr data-date="{{.GameDate}}"><th scope="row"><a href="?date={{.GameDate}}" title="timeline of {{.GameDate}}">{{.Label}}</a></th>{{range .Cells}}<td class="cell st-{{.State}}" data-state="{{.State}}" title="{{.Title}}"><span class="sr">{{.Title}}</span><span aria-hidden="true"><span class="g">{{.Glyph}}</span>{{.Time}}{{if .Offset}}<span class="o{{if .Late}} late{{end}}">{{.Offset}}</span>{{end}}</span></td>{{end}}</tr>
 {{end}}</tbody>
 <tfoot><tr><th scope="row">usual</th>{{range .Columns}}<th title="{{.UsualTitle}}">{{or .Usual "–"}}</th>{{end}}</tr></tfoot>
 </table>
+{{if .Attention}}<h2>Needs a look</h2>
+<ul class="attention">{{range .Attention}}<li>{{.}}</li>{{end}}</ul>{{else}}<p class="calm">Every date went through complete, at its usual time.</p>{{end}}
 <footer>Times in New York. Drawn {{.Generated}}. The same facts as JSON: this URL without <code>Accept: text/html</code>.</footer>
 </body>
 </html>`
