@@ -182,7 +182,7 @@ func printStatus(out io.Writer, days []status.Date) {
 	tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
 	for _, d := range days {
 		fmt.Fprintf(tw, "%s\n", d.GameDate)
-		fmt.Fprintln(tw, "  phase\tcompleted\ttrigger\treason\tmode\tmissing\tlate\tunexpected\tfailed")
+		fmt.Fprintln(tw, "  phase\tstate\tcompleted\ttrigger\treason\tmode\tmissing\tlate\tunexpected\tfailed")
 		for _, p := range d.Phases {
 			trig := p.TriggerState
 			if p.Triggered {
@@ -194,7 +194,7 @@ func printStatus(out io.Writer, days []status.Date) {
 			if !p.Exists {
 				trig = "no completions"
 			}
-			fmt.Fprintf(tw, "  %s\t%d/%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Phase, len(p.Completed), len(p.Expected), trig,
+			fmt.Fprintf(tw, "  %s\t%s\t%d/%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Phase, p.State, len(p.Completed), len(p.Expected), trig,
 				dash(p.TriggerReason), dash(p.Mode), list(p.Missing), list(p.Late), list(p.Unexpected), list(p.Failed))
 		}
 	}

@@ -108,7 +108,7 @@ func TestStatusRange(t *testing.T) {
 		t.Errorf("--json: %v\n%s", err, js)
 	}
 	one, err := run(t, "status", "--date", "2026-01-18", "--url", srv.URL+"/Status")
-	if err != nil || !strings.Contains(one, "phase3_to_phase4") || !strings.Contains(one, "3/5") {
+	if err != nil || !strings.Contains(one, "phase3_to_phase4  partial") || !strings.Contains(one, "3/5") {
 		t.Errorf("--date through --url: %v\n%s", err, one)
 	}
 	if _, err := run(t, "status", "--from", "2026-01-17", "--to", "2026-01-19", "--url", srv.URL+"/Nothing"); err == nil || !strings.Contains(err.Error(), "404") {
