@@ -303,21 +303,24 @@ func (d *demo) playDay(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		for topic, list := range msgs {
-			for _, raw := range list {
-				if _, dup := got[topic]; dup {
-					return fmt.Errorf("demo: a second message on %s", topic)
-				}
-				if md, ok := raw["metadata"].(map[string]any); ok { // the batch completion
-					fmt.Fprintf(d.out, "        ⇒ %s  %s  status=%s players=%v/%v predictions=%v\n", topic,
-						raw["execution_id"], raw["status"], md["completed_players"], md["expected_players"], md["total_predictions"])
-					got[topic], _ = raw["status"].(string)
-					continue
-				}
-				fmt.Fprintf(d.out, "        ⇒ %s  %s  reason=%s partial=%v missing=%v\n", topic,
-					raw["trigger_id"], raw["trigger_reason"], raw["is_partial"], raw["missing_processors"])
-				got[topic], _ = raw["trigger_reason"].(string)
-			}
+		if err := d.printTriggers(msgs, got); err != nil {
+			return err
+		}
+	}
+	// A message that missed its step's drain is waited for here.
+	missing := map[string]int{}
+	for topic := range wantTriggers {
+		if _, ok := got[topic]; !ok {
+			missing[topic] = 1
+		}
+	}
+	if len(missing) > 0 {
+		msgs, err := d.receive(ctx, missing)
+		if err != nil {
+			return err
+		}
+		if err := d.printTriggers(msgs, got); err != nil {
+			return err
 		}
 	}
 	fmt.Fprintf(d.out, "\ntriggers: %d\n", len(got))
@@ -328,6 +331,28 @@ func (d *demo) playDay(ctx context.Context) error {
 	}
 	fmt.Fprintln(d.out, "the day ended as expected: one trigger per phase, each with its manifest")
 	return d.checkNight(ctx, gameDate, nightWant())
+}
+
+// printTriggers prints the night's messages as they come and records, by
+// topic, each trigger's reason or the batch completion's status.
+func (d *demo) printTriggers(msgs map[string][]map[string]any, got map[string]string) error {
+	for topic, list := range msgs {
+		for _, raw := range list {
+			if _, dup := got[topic]; dup || raw["game_date"] != gameDate {
+				return fmt.Errorf("demo: a second message on %s (for %v)", topic, raw["game_date"])
+			}
+			if md, ok := raw["metadata"].(map[string]any); ok { // the batch completion
+				fmt.Fprintf(d.out, "        ⇒ %s  %s  status=%s players=%v/%v predictions=%v\n", topic,
+					raw["execution_id"], raw["status"], md["completed_players"], md["expected_players"], md["total_predictions"])
+				got[topic], _ = raw["status"].(string)
+				continue
+			}
+			fmt.Fprintf(d.out, "        ⇒ %s  %s  reason=%s partial=%v missing=%v\n", topic,
+				raw["trigger_id"], raw["trigger_reason"], raw["is_partial"], raw["missing_processors"])
+			got[topic], _ = raw["trigger_reason"].(string)
+		}
+	}
+	return nil
 }
 
 // get returns the body of a GET.
