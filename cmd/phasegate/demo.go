@@ -24,24 +24,32 @@ import (
 	"github.com/phasegate/phasegate/internal/gamedate"
 	"github.com/phasegate/phasegate/internal/logging"
 	"github.com/phasegate/phasegate/internal/slacktest"
+	"github.com/phasegate/phasegate/internal/status"
 )
 
 func demoCmd() *cobra.Command {
 	var o demoOptions
 	cmd := &cobra.Command{
 		Use:   "demo",
-		Short: "Replay a simulated game day on the emulators and print what each gate decided",
-		Long: `Replay the night after the 2026-01-19 games through 'serve' on the Firestore
-and Pub/Sub emulators (started here unless FIRESTORE_EMULATOR_HOST and
-PUBSUB_EMULATOR_HOST are set), with a simulated clock: phase 2 processors
-complete over time, one is delivered twice, one has a name nobody expects,
-one fails and the 30-minute completion deadline fires from the sweep; phase 3
-goes on with its critical processors; phase 4 completes; a prediction batch of
-players with awkward names completes once despite a redelivery. Slack alerts go to a
-local webhook receiver and are printed. Exits non-zero if the day did not
-end with exactly the expected triggers. Then it prints the URL of the night's
-Status page (a timeline per phase and batch) and keeps serving it for
---linger, or until interrupted.`,
+		Short: "Replay a fortnight of game days on the emulators and print what each gate decided",
+		Long: `Replay the fortnight of game dates 2026-01-06 to 2026-01-19 through 'serve'
+on the Firestore and Pub/Sub emulators (started here unless
+FIRESTORE_EMULATOR_HOST and PUBSUB_EMULATOR_HOST are set), on a simulated
+clock, with the scheduler's sweep only at the instants a timed rule falls
+due. Thirteen nights are compressed: ordinary ones a few minutes apart, a
+partial one (phase 4 goes on at tier 2), a late one (50 minutes), one whose
+phase 3 waits for a processor that never reports (overdue), and one blocked
+by the R-008 data check — when the BigQuery emulator is built (make
+bigquery-emulator); without it the data checks are off and that night's
+batch stalls instead. The last night, 2026-01-19, is played step by step:
+phase 2 processors complete over time, one is delivered twice, one has a
+name nobody expects, one fails and the 30-minute completion deadline fires
+from the sweep; phase 3 goes on with its critical processors; phase 4
+completes; a prediction batch of players with awkward names completes once
+despite a redelivery. Slack alerts go to a local webhook receiver and are
+printed. Exits non-zero if any night did not end as planned. Then it prints
+the fortnight's grid, the URLs of the season's and the night's Status pages,
+and keeps serving them for --linger, or until interrupted.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if o.linger < 0 {
 				return usagef("--linger %v: must not be negative", o.linger)
@@ -50,16 +58,22 @@ Status page (a timeline per phase and batch) and keeps serving it for
 		},
 	}
 	cmd.Flags().BoolVar(&o.verbose, "verbose", false, "also print phasegate's JSON logs on stderr")
-	cmd.Flags().DurationVar(&o.linger, "linger", 2*time.Minute, "how long to keep serving the night's Status page after the replay (0: exit at once)")
+	cmd.Flags().DurationVar(&o.linger, "linger", 2*time.Minute, "how long to keep serving the Status pages after the replay (0: exit at once)")
 	return cmd
 }
 
 type demoOptions struct {
 	verbose bool
 	linger  time.Duration
-	// atEnd, when set, is called with the night's page URL while it is
-	// served, instead of lingering: a test looks at the page with it.
-	atEnd func(ctx context.Context, pageURL string) error
+	// atEnd, when set, is called with the pages while they are served,
+	// instead of lingering: a test looks at them with it.
+	atEnd func(ctx context.Context, p demoPages) error
+}
+
+// demoPages is what the demo serves at its end, and what it played.
+type demoPages struct {
+	Night, Season string // URLs
+	Played        []playedNight
 }
 
 type step struct {
@@ -81,8 +95,7 @@ var day = []step{
 	{at: "00:42", ep: "Phase2To3", proc: "BigDataBallPbpProcessor", status: "success"},
 	{at: "00:45", ep: "Phase2To3", proc: "NbacGamebookProcessor", status: "success"},
 	{at: "00:47", ep: "Phase2To3", proc: "BrRostersCurrentProcessor", status: "failed", note: "the roster scraper fails"},
-	{at: "00:55", ep: "Sweep", note: "Cloud Scheduler's sweep: 24 min since the first completion"},
-	{at: "01:01", ep: "Sweep", note: "Cloud Scheduler's sweep: the 30 min deadline has passed"},
+	{at: "01:01", ep: "Sweep", note: "Cloud Scheduler's sweep: the 30 min deadline falls due (00:31 + 30 min)"},
 	{at: "01:10", ep: "Phase3To4", proc: "PlayerGameSummaryProcessor", status: "success"},
 	{at: "01:12", ep: "Phase3To4", proc: "AsyncUpcomingPlayerGameContextProcessor", status: "success"},
 	{at: "01:15", ep: "Phase3To4", proc: "TeamDefenseGameSummaryProcessor", status: "partial"},
@@ -96,13 +109,27 @@ var day = []step{
 	{at: "02:00", ep: "PredictionCompletions", note: "the coordinator starts a batch of 10 players; 10 workers complete over 7 minutes, one is redelivered"},
 }
 
-// wantTriggers is what the day must end with, by topic: the phase triggers'
-// reasons and the batch completion's status.
+// wantTriggers is what the night must end with, by topic: the phase
+// triggers' reasons and the batch completion's status.
 var wantTriggers = map[string]string{
 	"nba-phase3-trigger":              "deadline_exceeded",
 	"nba-phase4-trigger":              "critical_plus_majority_60pct",
 	"nba-predictions-trigger":         "all_complete",
 	"nba-phase5-predictions-complete": "success",
+}
+
+// nightWant is where the night's gates and batch end, for the season page.
+func nightWant() map[column]outcome {
+	at := func(hhmm string) time.Time {
+		t, _ := time.ParseInLocation("2006-01-02 15:04", "2026-01-20 "+hhmm, gamedate.NewYork())
+		return t
+	}
+	return map[column]outcome{
+		"phase2_to_phase3": {status.StatePartial, at("01:01")},
+		"phase3_to_phase4": {status.StatePartial, at("01:15")},
+		"phase4_to_phase5": {status.StateTriggered, at("01:45")},
+		batchCol:           {status.StateTriggered, at("02:07")}, // 02:00 + 11 completions 40 s apart
+	}
 }
 
 // demoPlayers are the prediction batch's players; their names are the kind
@@ -111,6 +138,9 @@ var demoPlayers = []string{"lebronjames", "shaigilgeous-alexander", "jr.smith", 
 	"lukadončić", "victorwembanyama", "jaysontatum", "stephencurry", "giannisantetokounmpo"}
 
 const gameDate = "2026-01-19"
+
+// demoStarted is when the process started: the replay is timed from it.
+var demoStarted = time.Now()
 
 func runDemo(ctx context.Context, out io.Writer, o demoOptions) error {
 	stop, err := ensureEmulators(ctx, out)
@@ -131,11 +161,16 @@ func runDemo(ctx context.Context, out io.Writer, o demoOptions) error {
 	cfg.Alerts.MinInterval = 0
 	p2, _ := cfg.Phase("Phase2To3")
 	p2.Timed[0].Enabled = config.On // ENABLE_PHASE2_COMPLETION_DEADLINE=true
+	stopBQ, bq, err := withBigQuery(ctx, cfg, out)
+	if err != nil {
+		return err
+	}
+	defer stopBQ()
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
 	ny := gamedate.NewYork()
-	clk := clock.NewFake(time.Date(2026, 1, 20, 0, 30, 0, 0, ny))
+	clk := clock.NewFake(time.Date(2026, 1, 7, 0, 0, 0, 0, ny))
 	logOut := io.Discard
 	if o.verbose {
 		logOut = os.Stderr
@@ -145,9 +180,13 @@ func runDemo(ctx context.Context, out io.Writer, o demoOptions) error {
 		return err
 	}
 	defer a.Close()
-	subs := map[string]*bus.Subscription{}
+	d := &demo{a: a, clk: clk, out: out, alerts: alerts, subs: map[string]*bus.Subscription{},
+		topics: map[column]string{batchCol: cfg.Topics.BatchComplete}}
+	for _, p := range cfg.Phases {
+		d.topics[column(p.Name)] = p.OutputTopic
+	}
 	for topic := range wantTriggers {
-		if subs[topic], err = a.Bus.Subscribe(ctx, topic, "demo-"+topic); err != nil {
+		if d.subs[topic], err = a.Bus.Subscribe(ctx, topic, "demo-"+topic); err != nil {
 			return err
 		}
 	}
@@ -159,103 +198,159 @@ func runDemo(ctx context.Context, out io.Writer, o demoOptions) error {
 	served := make(chan error, 1)
 	go func() { served <- serve(sctx, ln, a, io.Discard) }()
 	defer func() { stopServer(); <-served }()
-	base := "http://" + ln.Addr().String()
+	d.base = "http://" + ln.Addr().String()
 
-	fmt.Fprintf(out, "phasegate demo: game date %s, serving every entry point at %s\n\n", gameDate, base)
-	fmt.Fprintf(out, "%-8s %-21s %-40s %s\n", "NY time", "entry", "event", "decision")
-	got := map[string]string{}
-	for i, s := range day {
-		at, _ := time.ParseInLocation("2006-01-02 15:04", "2026-01-20 "+s.at, ny)
-		clk.Set(at)
-		id := s.msgID
-		if id == "" {
-			id = fmt.Sprintf("demo-%d", i)
+	fmt.Fprintf(out, "phasegate demo: the game dates %s to %s on a simulated clock, every entry point at %s\n\n", firstDate, gameDate, d.base)
+	var played []playedNight
+	for _, n := range fortnight {
+		pn, err := d.playNight(ctx, n, bq)
+		if err != nil {
+			return err
 		}
-		var batchResult string
-		if s.ep == "PredictionCompletions" {
-			if batchResult, err = runBatch(ctx, a, base, clk); err != nil {
-				return err
-			}
-		}
-		var body map[string]any
-		if s.proc != "" {
-			body = map[string]any{"processor_name": s.proc, "game_date": gameDate, "status": s.status,
-				"execution_id": fmt.Sprintf("run-%d", i), "correlation_id": "night-" + gameDate, "output_table": s.table,
-				"record_count": 420, "timestamp": at.UTC().Format(time.RFC3339)}
-		}
-		event, result := "", ""
-		switch s.ep {
-		case "PredictionCompletions":
-			event, result = demoBatchID, batchResult
-		default:
-			code, err := post(ctx, base+"/"+s.ep, id, body)
-			if err != nil {
-				return err
-			}
-			event, result = s.proc+" "+s.status, decision(ctx, a, s, code)
-			if s.proc == "" {
-				event = "sweep"
-			}
-		}
-		fmt.Fprintf(out, "%-8s %-21s %-40s %s\n", s.at, s.ep, event, result)
-		if s.note != "" {
-			fmt.Fprintf(out, "%-8s %-21s   (%s)\n", "", "", s.note)
-		}
-		for len(alerts) > 0 {
-			fmt.Fprintln(out, <-alerts)
-		}
-		for topic, sub := range subs {
-			msgs, err := sub.Drain(ctx, 300*time.Millisecond)
-			if err != nil {
-				return err
-			}
-			for _, m := range msgs {
-				var raw map[string]any
-				_ = json.Unmarshal(m.Data, &raw)
-				if _, dup := got[topic]; dup {
-					return fmt.Errorf("demo: a second message on %s", topic)
-				}
-				if md, ok := raw["metadata"].(map[string]any); ok { // the batch completion
-					fmt.Fprintf(out, "        ⇒ %s  %s  status=%s players=%v/%v predictions=%v\n", topic,
-						raw["execution_id"], raw["status"], md["completed_players"], md["expected_players"], md["total_predictions"])
-					got[topic], _ = raw["status"].(string)
-					continue
-				}
-				fmt.Fprintf(out, "        ⇒ %s  %s  reason=%s partial=%v missing=%v\n", topic,
-					raw["trigger_id"], raw["trigger_reason"], raw["is_partial"], raw["missing_processors"])
-				got[topic], _ = raw["trigger_reason"].(string)
-			}
-		}
+		played = append(played, pn)
 	}
-	fmt.Fprintf(out, "\n%d Slack alerts delivered; triggers: %d\n", len(slack.Delivered()), len(got))
-	for topic, reason := range wantTriggers {
-		if got[topic] != reason {
-			return fmt.Errorf("demo: %s got trigger reason %q, want %q", topic, got[topic], reason)
-		}
+	if err := d.playDay(ctx); err != nil {
+		return err
 	}
-	fmt.Fprintln(out, "the day ended as expected: one trigger per phase, each with its manifest")
+	played = append(played, playedNight{date: gameDate, story: "the night step by step, above", want: nightWant()})
 	// The scheduler's sweep keeps running after the last event; Health
 	// reports a sweep older than 15 minutes as degraded.
-	if code, err := post(ctx, base+"/Sweep", "demo-last-sweep", nil); err != nil || code >= 300 {
+	if code, err := post(ctx, d.base+"/Sweep", "demo-last-sweep", nil); err != nil || code >= 300 {
 		return fmt.Errorf("demo: the last sweep answered %d: %v", code, err)
 	}
-	health, err := get(ctx, base+"/Health")
+	health, err := get(ctx, d.base+"/Health")
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(out, "\nGET /Health at the end of the night (%s New York, after the scheduler's sweep):\n%s",
 		clk.Now().In(ny).Format("15:04"), health)
-	pageURL := base + "/Status?date=" + gameDate
+	pages := demoPages{Night: d.base + "/Status?date=" + gameDate, Season: d.base + "/Status?from=" + firstDate + "&to=" + gameDate, Played: played}
+	if err := d.printSeason(ctx); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "\nthe season's Status page: %s\nthe night's Status page:  %s\n", pages.Season, pages.Night)
+	fmt.Fprintf(out, "replayed in %.1f s, from the binary's start to serving the pages\n", time.Since(demoStarted).Seconds())
 	if o.atEnd != nil {
-		return o.atEnd(ctx, pageURL)
+		return o.atEnd(ctx, pages)
 	}
 	if o.linger == 0 {
 		return nil
 	}
-	fmt.Fprintf(out, "\nthe night's Status page, open it in a browser: %s\n(serving for %v; Ctrl-C stops)\n", pageURL, o.linger)
+	fmt.Fprintf(out, "(open them in a browser; serving for %v; Ctrl-C stops)\n", o.linger)
 	select {
 	case <-ctx.Done():
 	case <-time.After(o.linger):
+	}
+	return nil
+}
+
+// printSeason prints the fortnight as `phasegate status --from --to --url`
+// prints it, from the Status function's JSON.
+func (d *demo) printSeason(ctx context.Context) error {
+	body, err := get(ctx, d.base+"/Status?from="+firstDate+"&to="+gameDate)
+	if err != nil {
+		return err
+	}
+	var s status.Season
+	if err := json.Unmarshal([]byte(body), &s); err != nil {
+		return fmt.Errorf("demo: the season's JSON: %w", err)
+	}
+	fmt.Fprintf(d.out, "\nthe fortnight at a glance (phasegate status --from %s --to %s --url %s/Status):\n", firstDate, gameDate, d.base)
+	return status.WriteSeason(d.out, &s)
+}
+
+// playDay plays the night of gameDate step by step, printing each
+// decision and trigger as it happens.
+func (d *demo) playDay(ctx context.Context) error {
+	ny := gamedate.NewYork()
+	fmt.Fprintf(d.out, "\n%s, step by step:\n%-8s %-21s %-40s %s\n", gameDate, "NY time", "entry", "event", "decision")
+	got := map[string]string{}
+	for i, s := range day {
+		at, _ := time.ParseInLocation("2006-01-02 15:04", "2026-01-20 "+s.at, ny)
+		d.clk.Set(at)
+		id := s.msgID
+		if id == "" {
+			id = fmt.Sprintf("demo-%d", i)
+		}
+		event, result := "", ""
+		switch s.ep {
+		case "PredictionCompletions":
+			r, err := runBatch(ctx, d.a, d.base, d.clk)
+			if err != nil {
+				return err
+			}
+			event, result = demoBatchID, r
+		default:
+			var body map[string]any
+			if s.proc != "" {
+				body = completionBody(s.proc, gameDate, s.status, s.table, i, at)
+			}
+			code, err := post(ctx, d.base+"/"+s.ep, id, body)
+			if err != nil {
+				return err
+			}
+			event, result = s.proc+" "+s.status, decision(ctx, d.a, s, code)
+			if s.proc == "" {
+				event = "sweep"
+			}
+		}
+		fmt.Fprintf(d.out, "%-8s %-21s %-40s %s\n", s.at, s.ep, event, result)
+		if s.note != "" {
+			fmt.Fprintf(d.out, "%-8s %-21s   (%s)\n", "", "", s.note)
+		}
+		d.printAlerts()
+		msgs, err := d.drain(ctx)
+		if err != nil {
+			return err
+		}
+		if err := d.printTriggers(msgs, got); err != nil {
+			return err
+		}
+	}
+	// A message that missed its step's drain is waited for here.
+	missing := map[string]int{}
+	for topic := range wantTriggers {
+		if _, ok := got[topic]; !ok {
+			missing[topic] = 1
+		}
+	}
+	if len(missing) > 0 {
+		msgs, err := d.receive(ctx, missing)
+		if err != nil {
+			return err
+		}
+		if err := d.printTriggers(msgs, got); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(d.out, "\ntriggers: %d\n", len(got))
+	for topic, reason := range wantTriggers {
+		if got[topic] != reason {
+			return fmt.Errorf("demo: %s got trigger reason %q, want %q", topic, got[topic], reason)
+		}
+	}
+	fmt.Fprintln(d.out, "the day ended as expected: one trigger per phase, each with its manifest")
+	return d.checkNight(ctx, gameDate, nightWant())
+}
+
+// printTriggers prints the night's messages as they come and records, by
+// topic, each trigger's reason or the batch completion's status.
+func (d *demo) printTriggers(msgs map[string][]map[string]any, got map[string]string) error {
+	for topic, list := range msgs {
+		for _, raw := range list {
+			if _, dup := got[topic]; dup || raw["game_date"] != gameDate {
+				return fmt.Errorf("demo: a second message on %s (for %v)", topic, raw["game_date"])
+			}
+			if md, ok := raw["metadata"].(map[string]any); ok { // the batch completion
+				fmt.Fprintf(d.out, "        ⇒ %s  %s  status=%s players=%v/%v predictions=%v\n", topic,
+					raw["execution_id"], raw["status"], md["completed_players"], md["expected_players"], md["total_predictions"])
+				got[topic], _ = raw["status"].(string)
+				continue
+			}
+			fmt.Fprintf(d.out, "        ⇒ %s  %s  reason=%s partial=%v missing=%v\n", topic,
+				raw["trigger_id"], raw["trigger_reason"], raw["is_partial"], raw["missing_processors"])
+			got[topic], _ = raw["trigger_reason"].(string)
+		}
 	}
 	return nil
 }
@@ -285,14 +380,8 @@ const workerEvery = 40 * time.Second
 // every worker's completion, the first one twice, and says how each was
 // answered.
 func runBatch(ctx context.Context, a *app.App, base string, clk *clock.Fake) (string, error) {
-	at := clk.Now()
-	_, err := a.FS.Collection("prediction_batches").Doc(demoBatchID).Create(ctx, map[string]any{
-		"batch_id": demoBatchID, "game_date": gameDate, "expected_players": len(demoPlayers),
-		"completed_players": []string{}, "total_predictions": 0, "is_complete": false,
-		"start_time": at, "updated_at": at, "correlation_id": "night-" + gameDate,
-	})
-	if err != nil {
-		return "", fmt.Errorf("demo: create batch: %w", err)
+	if err := createDemoBatch(ctx, a, demoBatchID, gameDate, len(demoPlayers), clk.Now()); err != nil {
+		return "", err
 	}
 	answers := map[int]int{}
 	order := []int{0} // the second push is Pub/Sub redelivering the first

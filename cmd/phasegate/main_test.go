@@ -23,6 +23,11 @@ func TestUsageErrorsExit2(t *testing.T) {
 		{"serve", "--nope"},
 		{"serve", "--addr", "no-port"},
 		{"status", "--date", "2026-13-01"},
+		{"status", "--date", "2026-01-19", "--from", "2026-01-10"},
+		{"status", "--from", "2026-01-20", "--to", "2026-01-19"},
+		{"status", "--from", "2025-11-01", "--to", "2026-01-19"},
+		{"status", "--to", "19-01-2026"},
+		{"status", "--from", "2026-01-10", "--url", "localhost:8081"},
 		{"trigger", "--date", "2026-01-19"},
 		{"trigger", "--phase", "Phase3To4", "--date", "tomorrow"},
 		{"dead-letters", "list", "extra"},
@@ -108,18 +113,22 @@ func TestServe(t *testing.T) {
 	}
 }
 
-// TestDemo replays the night, then looks at its Status page in Chromium
-// while the demo still serves it.
+// TestDemo replays the fortnight, then looks at the night's and the
+// season's Status pages in Chromium while the demo still serves them.
 func TestDemo(t *testing.T) {
 	var out bytes.Buffer
-	page := func(ctx context.Context, pageURL string) error {
-		t.Run("page in Chromium", func(t *testing.T) { checkNightPage(t, ctx, pageURL) })
+	pages := func(ctx context.Context, p demoPages) error {
+		t.Run("night page in Chromium", func(t *testing.T) { checkNightPage(t, ctx, p.Night) })
+		t.Run("season page in Chromium", func(t *testing.T) { checkSeasonPage(t, ctx, p) })
 		return nil
 	}
-	if err := runDemo(context.Background(), &out, demoOptions{atEnd: page}); err != nil {
+	if err := runDemo(context.Background(), &out, demoOptions{atEnd: pages}); err != nil {
 		t.Fatalf("demo: %v\n%s", err, out.String())
 	}
-	for _, want := range []string{"deadline_exceeded", "critical_plus_majority_60pct", "all_complete", "duplicate", "10 recorded (HTTP 204), 1 duplicate (HTTP 200)", "status=success players=10/10", "the day ended as expected", "GET /Health at the end of the night", `"last_sweep_at"`} {
+	for _, want := range []string{"deadline_exceeded", "critical_plus_majority_60pct", "all_complete", "duplicate",
+		"10 recorded (HTTP 204), 1 duplicate (HTTP 200)", "status=success players=10/10", "the day ended as expected",
+		"GET /Health at the end of the night", `"last_sweep_at"`, "tier2_timeout falls due", "a late night: everything 50 min later",
+		"the fortnight at a glance", "needs a look: 2026-01-18: Phase 3 → 4 overdue", "the season's Status page: http://"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("demo output lacks %q", want)
 		}

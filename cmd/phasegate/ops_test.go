@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -67,5 +68,50 @@ func TestOperatorCommands(t *testing.T) {
 	}
 	if _, err := run(t, "batch", "status", "--batch-id", "nope"); err == nil || exitCode(err) != 1 {
 		t.Fatalf("batch status of a missing batch: %v", err)
+	}
+}
+
+// status --from --to prints the season grid, from Firestore or, with --url,
+// from the Status function (here behind a local server, as behind
+// gcloud run services proxy).
+func TestStatusRange(t *testing.T) {
+	e := apptest.New(t)
+	t.Setenv("GCP_PROJECT", e.Project)
+	for _, p := range []string{"PlayerGameSummaryProcessor", "UpcomingPlayerGameContextProcessor", "TeamDefenseGameSummaryProcessor"} {
+		e.Deliver("Phase3To4", p, apptest.Completion(p, "2026-01-18", "success"))
+	}
+	e.Deliver("Phase3To4", "pgs-19", apptest.Completion("PlayerGameSummaryProcessor", "2026-01-19", "success"))
+	srv := httptest.NewServer(e.Mux)
+	defer srv.Close()
+	direct, err := run(t, "status", "--from", "2026-01-17", "--to", "2026-01-19")
+	if err != nil {
+		t.Fatalf("status --from --to: %v\n%s", err, direct)
+	}
+	// The fake clock of the App is 2026-01-20 01:00 New York; this command
+	// runs on the real clock, so the 2026-01-19 gate is long overdue.
+	for _, want := range []string{"Mon 01-19", "⚠ overdue 1/5", "Sun 01-18", "◐ partial 01:00", "Sat 01-17", "· not_started", "usual"} {
+		if !strings.Contains(direct, want) {
+			t.Errorf("grid lacks %q:\n%s", want, direct)
+		}
+	}
+	viaURL, err := run(t, "status", "--from", "2026-01-17", "--to", "2026-01-19", "--url", srv.URL+"/Status")
+	if err != nil {
+		t.Fatalf("status --url: %v\n%s", err, viaURL)
+	}
+	// Through the function the App's clock decides: its 2026-01-19 gate
+	// has waited an hour, not long enough to be overdue.
+	if !strings.Contains(viaURL, "◷ waiting 1/5") || !strings.Contains(viaURL, "◐ partial 01:00") {
+		t.Errorf("grid through --url:\n%s", viaURL)
+	}
+	js, err := run(t, "status", "--from", "2026-01-19", "--to", "2026-01-19", "--url", srv.URL+"/Status", "--json")
+	if err != nil || !strings.Contains(js, `"state": "waiting"`) || !strings.Contains(js, `"from": "2026-01-19"`) {
+		t.Errorf("--json: %v\n%s", err, js)
+	}
+	one, err := run(t, "status", "--date", "2026-01-18", "--url", srv.URL+"/Status")
+	if err != nil || !strings.Contains(one, "phase3_to_phase4  partial") || !strings.Contains(one, "3/5") {
+		t.Errorf("--date through --url: %v\n%s", err, one)
+	}
+	if _, err := run(t, "status", "--from", "2026-01-17", "--to", "2026-01-19", "--url", srv.URL+"/Nothing"); err == nil || !strings.Contains(err.Error(), "404") {
+		t.Errorf("a URL that is not Status: %v", err)
 	}
 }

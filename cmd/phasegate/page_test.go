@@ -2,15 +2,21 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/phasegate/phasegate/internal/gamedate"
+	"github.com/phasegate/phasegate/internal/status"
 )
 
 // artifactDir is where browser tests leave their screenshots: $ARTIFACTS_DIR
@@ -46,6 +52,22 @@ func chromium(t *testing.T, ctx context.Context, width, height int) context.Cont
 	return bctx
 }
 
+// phoneWidth is the screen the pages must fit: a common phone's, in CSS
+// pixels.
+const phoneWidth = 390
+
+// phone is Chromium as a phone. Headless Chromium keeps a window at least
+// 500 px wide whatever it is asked for, so the phone's viewport is
+// emulated, and the pages measure it (innerWidth) to prove it.
+func phone(t *testing.T, ctx context.Context) context.Context {
+	t.Helper()
+	bctx := chromium(t, ctx, phoneWidth, 844)
+	if err := chromedp.Do(bctx, chromedp.EmulateViewport(phoneWidth, 844, chromedp.EmulateMobile)); err != nil {
+		t.Fatalf("emulate a phone: %v", err)
+	}
+	return bctx
+}
+
 // drawn is what the page's script-free drawing looks like once Chromium has
 // laid it out: centres in CSS pixels.
 type drawn struct {
@@ -60,12 +82,13 @@ type drawn struct {
 		X     float64 `json:"x"`
 		H     float64 `json:"h"`
 	} `json:"triggers"`
-	Failures   int  `json:"failures"`
-	Unexpected int  `json:"unexpected"`
-	Batch      int  `json:"batch"`
-	Refresh    bool `json:"refresh"`
-	Unlabelled int  `json:"unlabelled"` // marks without a text alternative
-	Overflow   bool `json:"overflow"`   // the page wider than the screen (a phone)
+	Failures   int     `json:"failures"`
+	Unexpected int     `json:"unexpected"`
+	Batch      int     `json:"batch"`
+	Refresh    bool    `json:"refresh"`
+	Unlabelled int     `json:"unlabelled"` // marks without a text alternative
+	Overflow   bool    `json:"overflow"`   // the page wider than the screen (a phone)
+	Width      float64 `json:"width"`      // the viewport's
 }
 
 const measure = `(() => {
@@ -80,6 +103,7 @@ const measure = `(() => {
     refresh: !!document.querySelector('meta[http-equiv=refresh]'),
     unlabelled: all('g.mark').filter(e => !e.getAttribute('aria-label') || !e.querySelector('title')).length,
     overflow: document.documentElement.scrollWidth > window.innerWidth,
+    width: window.innerWidth,
   };
 })()`
 
@@ -165,21 +189,212 @@ func checkNightPage(t *testing.T, ctx context.Context, pageURL string) {
 
 	// On a phone the page keeps its width: the drawing scrolls inside its
 	// box, the text wraps.
-	phone := chromium(t, ctx, 390, 844)
-	if err := chromedp.Do(phone, chromedp.Navigate(pageURL), chromedp.WaitVisible("div.scroll")); err != nil {
+	ph := phone(t, ctx)
+	if err := chromedp.Do(ph, chromedp.Navigate(pageURL), chromedp.WaitVisible("div.scroll")); err != nil {
 		t.Fatal(err)
 	}
-	p, err := chromedp.Run(phone, chromedp.Evaluate[drawn](measure))
+	p, err := chromedp.Run(ph, chromedp.Evaluate[drawn](measure))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p.Overflow {
-		t.Error("on a 390 px screen the page is wider than the screen")
+	if p.Overflow || p.Width != phoneWidth {
+		t.Errorf("on a %d px screen (viewport %v px) the page is wider than the screen: %v", phoneWidth, p.Width, p.Overflow)
 	}
-	if shot, err = chromedp.Run(phone, chromedp.FullScreenshot(100)); err == nil {
+	if shot, err = chromedp.Run(ph, chromedp.FullScreenshot(100)); err == nil {
 		err = os.WriteFile(filepath.Join(artifactDir(t), "status-demo-night-phone.png"), shot, 0o644)
 	}
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// season is what Chromium laid out of the season page.
+type season struct {
+	Rows []struct {
+		Date  string `json:"date"`
+		Cells []struct {
+			State  string  `json:"state"`
+			BG     string  `json:"bg"`
+			Offset string  `json:"offset"`
+			Title  string  `json:"title"`
+			SR     string  `json:"sr"`
+			W      float64 `json:"w"`
+		} `json:"cells"`
+	} `json:"rows"`
+	Legend []struct {
+		State string `json:"state"`
+		BG    string `json:"bg"`
+	} `json:"legend"`
+	DateLinks int     `json:"dateLinks"`
+	Overflow  bool    `json:"overflow"`
+	Width     float64 `json:"width"`
+}
+
+const measureSeason = `(() => {
+  const all = (s, e) => [...(e || document).querySelectorAll(s)];
+  return {
+    rows: all('table.season tbody tr').map(tr => ({date: tr.dataset.date, cells: all('td', tr).map(td => ({
+      state: td.dataset.state, bg: getComputedStyle(td).backgroundColor, title: td.title,
+      sr: (td.querySelector('.sr') || {}).textContent || '', offset: (td.querySelector('.o') || {}).textContent || '',
+      w: td.getBoundingClientRect().width}))})),
+    legend: all('.legend li').map(li => ({state: li.dataset.state, bg: getComputedStyle(li).backgroundColor})),
+    dateLinks: all('table.season tbody th a[href^="?date="]').length,
+    overflow: document.documentElement.scrollWidth > window.innerWidth,
+    width: window.innerWidth,
+  };
+})()`
+
+// checkSeasonPage loads the demo's season page in Chromium and checks it
+// against what the demo played and what the JSON says: one row per played
+// date, each cell coloured as the legend colours the state the JSON gives,
+// each trigger's offset from the median of the played times, and a page no
+// wider than a phone; it saves screenshots as artifacts.
+func checkSeasonPage(t *testing.T, ctx context.Context, p demoPages) {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	defer cancel()
+	body, err := get(ctx, p.Season)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var js status.Season
+	if err := json.Unmarshal([]byte(body), &js); err != nil {
+		t.Fatalf("the season's JSON: %v", err)
+	}
+	jsState := map[string][]string{} // date → each column's state, phases then the batch
+	for _, d := range js.Season {
+		for _, ph := range d.Phases {
+			jsState[d.GameDate] = append(jsState[d.GameDate], ph.State)
+		}
+		b := status.StateNotStarted
+		if len(d.Batches) > 0 {
+			b = d.Batches[len(d.Batches)-1].State
+		}
+		jsState[d.GameDate] = append(jsState[d.GameDate], b)
+	}
+	bctx := chromium(t, ctx, 1100, 1000)
+	if err := chromedp.Do(bctx, chromedp.Navigate(p.Season), chromedp.WaitVisible(chromedp.CSS("table.season"))); err != nil {
+		t.Fatalf("load %s: %v", p.Season, err)
+	}
+	s, err := chromedp.Run(bctx, chromedp.Evaluate[season](measureSeason))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(s.Rows) != len(p.Played) || s.DateLinks != len(p.Played) {
+		t.Fatalf("%d rows, %d date links; the demo played %d dates", len(s.Rows), s.DateLinks, len(p.Played))
+	}
+	legend := map[string]string{}
+	for _, l := range s.Legend {
+		for st, bg := range legend {
+			if bg == l.BG {
+				t.Errorf("states %s and %s share the colour %s", st, l.State, bg)
+			}
+		}
+		legend[l.State] = l.BG
+	}
+	if len(legend) != 6 {
+		t.Errorf("legend %v: want the six states", s.Legend)
+	}
+	want := expectedOffsets(p.Played)
+	columns := []column{"phase2_to_phase3", "phase3_to_phase4", "phase4_to_phase5", batchCol}
+	for _, r := range s.Rows {
+		if len(r.Cells) != len(columns) || len(jsState[r.Date]) != len(columns) {
+			t.Fatalf("row %s: %d cells, JSON %v", r.Date, len(r.Cells), jsState[r.Date])
+		}
+		for i, c := range r.Cells {
+			where := r.Date + " " + string(columns[i])
+			if st := jsState[r.Date][i]; c.State != st || c.BG != legend[st] {
+				t.Errorf("%s: cell %s coloured %s; the JSON says %s, which the legend colours %s", where, c.State, c.BG, st, legend[st])
+			}
+			if c.Title == "" || c.SR == "" || c.W < 20 {
+				t.Errorf("%s: a cell without its words (title %q, text %q) or not drawn (%v px)", where, c.Title, c.SR, c.W)
+			}
+			if got, ok := want[r.Date][columns[i]]; ok != (c.Offset != "") || ok && parseOffset(t, c.Offset) != got {
+				t.Errorf("%s: offset %q, want %+d (from the played times)", where, c.Offset, got)
+			}
+		}
+	}
+	shot, err := chromedp.Run(bctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(artifactDir(t), "status-demo-season.png")
+	if err := os.WriteFile(path, shot, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("screenshot: %s", path)
+
+	ph := phone(t, ctx)
+	if err := chromedp.Do(ph, chromedp.Navigate(p.Season), chromedp.WaitVisible(chromedp.CSS("table.season"))); err != nil {
+		t.Fatal(err)
+	}
+	ps, err := chromedp.Run(ph, chromedp.Evaluate[season](measureSeason))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ps.Overflow || ps.Width != phoneWidth {
+		t.Errorf("on a %d px screen (viewport %v px) the season page is wider than the screen: %v", phoneWidth, ps.Width, ps.Overflow)
+	}
+	for _, r := range ps.Rows {
+		for _, c := range r.Cells {
+			if c.W < 20 {
+				t.Errorf("on a phone a cell of %s is %v px wide", r.Date, c.W)
+			}
+		}
+	}
+	if shot, err = chromedp.Run(ph, chromedp.FullScreenshot(100)); err == nil {
+		err = os.WriteFile(filepath.Join(artifactDir(t), "status-demo-season-phone.png"), shot, 0o644)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// expectedOffsets works out, from the times the demo played, each
+// trigger's offset from its column's median: minutes after the game date's
+// New York midnight, the median over every date that went on (the mean of
+// the middle two for an even count), rounded half away from zero. Phase
+// 3's mode is overnight on every played date, so one median per column.
+func expectedOffsets(played []playedNight) map[string]map[column]int {
+	ny := gamedate.NewYork()
+	minutes := func(date string, at time.Time) int {
+		d, _ := time.ParseInLocation("2006-01-02", date, ny)
+		return int(math.Floor(at.Sub(d).Minutes()))
+	}
+	samples := map[column][]int{}
+	for _, n := range played {
+		for col, o := range n.want {
+			if !o.at.IsZero() {
+				samples[col] = append(samples[col], minutes(n.date, o.at))
+			}
+		}
+	}
+	med := map[column]float64{}
+	for col, v := range samples {
+		sort.Ints(v)
+		if k := len(v); k%2 == 1 {
+			med[col] = float64(v[k/2])
+		} else {
+			med[col] = float64(v[k/2-1]+v[k/2]) / 2
+		}
+	}
+	out := map[string]map[column]int{}
+	for _, n := range played {
+		out[n.date] = map[column]int{}
+		for col, o := range n.want {
+			if !o.at.IsZero() {
+				out[n.date][col] = int(math.Round(float64(minutes(n.date, o.at)) - med[col]))
+			}
+		}
+	}
+	return out
+}
+
+// parseOffset reads "+40 min", "−3 min" or "±0 min".
+func parseOffset(t *testing.T, s string) int {
+	s = strings.NewReplacer("−", "-", "±", "", "+", "", " min", "").Replace(s)
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		t.Errorf("offset %q: %v", s, err)
+	}
+	return n
 }

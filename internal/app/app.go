@@ -187,7 +187,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*App, error) {
 	}
 	a.handle("Sweep", a.Edge.Handler("Sweep", a.Sweeper.Handle))
 	a.Status = &status.Reader{FS: fs, Phases: cfg.Phases, Batch: cfg.Batch, LookBack: cfg.Sweep.LookBack,
-		Batches: a.batchesOf, Clock: o.Clock, Names: out.names}
+		Batches: a.batchesOf, BatchRange: a.batchesIn, Clock: o.Clock, Names: out.names}
 	a.handle("Status", a.Status.Handler(a.batchStatus))
 	a.Health = &status.Health{FS: fs, Names: out.names, Phases: cfg.Phases, BatchColl: batch.Collection, BatchState: batch.FieldState,
 		BreakerList: append(a.Notifier.BreakerNames(), bus.BreakerName), Clock: o.Clock, Log: o.Log, Instance: a.instance}
@@ -231,6 +231,24 @@ func (a *App) batchesOf(ctx context.Context, gameDate string) ([]status.Batch, e
 			Complete: st.Complete, Status: st.Status, Reason: st.Reason, StartTime: st.StartTime, ProgressAt: st.ProgressTime}
 		if !st.CompletedAt.IsZero() {
 			b.CompletedAt = &st.CompletedAt
+		}
+		out = append(out, b)
+	}
+	return out, nil
+}
+
+// batchesIn is the season grid's view of a range's prediction batches.
+func (a *App) batchesIn(ctx context.Context, from, to string) ([]status.BatchSummary, error) {
+	sums, err := a.Batches.InRange(ctx, from, to, status.MaxSeasonDates*batch.MaxPerDate)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]status.BatchSummary, 0, len(sums))
+	for _, s := range sums {
+		b := status.BatchSummary{BatchID: s.BatchID, GameDate: s.GameDate, Expected: s.Expected, Completed: s.Completed,
+			Complete: s.Complete, Status: s.Status, StartTime: s.StartTime}
+		if !s.CompletedAt.IsZero() {
+			b.CompletedAt = &s.CompletedAt
 		}
 		out = append(out, b)
 	}

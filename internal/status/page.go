@@ -20,6 +20,7 @@ type pageData struct {
 	Title      string
 	Refresh    int // seconds; 0: the page stays as it is
 	Prev, Next string
+	Season     string // the range around the dates shown, as a query
 	Days       []dayView
 	Generated  string
 }
@@ -62,19 +63,21 @@ func newPage(days []Date, dates []gamedate.Date, now time.Time) pageData {
 		}
 		pd.Prev, pd.Next = lo.AddDays(-1).String(), hi.AddDays(1).String()
 	}
+	pd.Season = rangeAround(dates, now)
 	return pd
 }
 
 func renderPage(w io.Writer, pd pageData) error { return page.Execute(w, pd) }
 
 var page = template.Must(template.New("page").Funcs(template.FuncMap{
-	"f":     func(v float64) string { return strconv.FormatFloat(v, 'f', 1, 64) },
-	"add":   func(a, b float64) float64 { return a + b },
-	"sub":   func(a, b float64) float64 { return a - b },
-	"title": phaseTitle,
-	"join":  func(s []string) string { return strings.Join(s, ", ") },
-	"id":    func(s string) string { return "d" + strings.ReplaceAll(s, "-", "") },
-	"n":     func(i int) string { return fmt.Sprint(i) },
+	"f":        func(v float64) string { return strconv.FormatFloat(v, 'f', 1, 64) },
+	"add":      func(a, b float64) float64 { return a + b },
+	"sub":      func(a, b float64) float64 { return a - b },
+	"title":    phaseTitle,
+	"join":     func(s []string) string { return strings.Join(s, ", ") },
+	"id":       func(s string) string { return "d" + strings.ReplaceAll(s, "-", "") },
+	"n":        func(i int) string { return fmt.Sprint(i) },
+	"stateCSS": stateCSS,
 }).Parse(pageHTML))
 
 const pageHTML = `<!doctype html>
@@ -100,10 +103,6 @@ svg .tick line{stroke:#eaeef2}
 svg .tick text,svg .rowlabel.missing ~ .note{fill:var(--muted)}
 svg .heading{font-weight:600;font-size:12px;fill:#1f2328}
 svg .rowlabel{fill:#1f2328}
-svg .tone-ok{fill:var(--ok)}
-svg .tone-partial{fill:var(--late)}
-svg .tone-waiting{fill:#8250df}
-svg .tone-held{fill:var(--bad)}
 svg .rowlabel.missing{fill:var(--bad)}
 svg .rowlabel.unexpected{fill:var(--muted);font-style:italic}
 svg .rowline{stroke:#f0f2f4}
@@ -141,7 +140,7 @@ details{margin:.5em 0 1em}
 table{border-collapse:collapse;font-size:.9em}
 td,th{border:1px solid var(--line);padding:3px 6px;text-align:left;vertical-align:top}
 footer{color:var(--muted);font-size:.85em;margin-top:2em}
-</style>
+{{stateCSS}}</style>
 </head>
 <body>
 <nav aria-label="dates">
@@ -149,6 +148,7 @@ footer{color:var(--muted);font-size:.85em;margin-top:2em}
 {{with .Prev}}<a href="?date={{.}}" rel="prev">← {{.}}</a>{{end}}
 <a href="?">today and yesterday</a>
 {{with .Next}}<a href="?date={{.}}" rel="next">{{.}} →</a>{{end}}
+{{with .Season}}<a href="{{.}}" class="season">the season around it</a>{{end}}
 </nav>
 <p class="legend" aria-hidden="true"><span class="k-ok">● completed</span> <span>○ partial</span> <span class="k-late">● late</span> <span class="k-bad">✕ failed</span> <span>◆ unexpected</span> <span>│ first completion</span> <span class="k-late">┆ deadline / tier / batch limit</span> <span class="k-tr">┃ trigger</span></p>
 {{range .Days}}

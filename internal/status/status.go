@@ -23,6 +23,7 @@ import (
 type Phase struct {
 	Phase             string     `json:"phase"`
 	EntryPoint        string     `json:"entry_point"`
+	State             string     `json:"state"` // CONTRACT §13: triggered | partial | waiting | overdue | blocked | not_started
 	Exists            bool       `json:"exists"`
 	Expected          []string   `json:"expected_processors"`
 	Completed         []string   `json:"completed_processors"`
@@ -86,10 +87,11 @@ type DataCheck struct {
 }
 
 // Batch is one prediction batch of the date with its limits. The fields up
-// to CompletedAt come from the batch tracker; the limits from the
-// configuration.
+// to CompletedAt come from the batch tracker; the limits and the state from
+// the configuration.
 type Batch struct {
 	BatchID     string     `json:"batch_id"`
+	State       string     `json:"state"` // as a phase's, from the same classification
 	Expected    int64      `json:"expected_players"`
 	Completed   int64      `json:"completed_players"`
 	Predictions int64      `json:"total_predictions"`
@@ -126,8 +128,11 @@ type Reader struct {
 	Batch    config.Batch  // stall and age limits
 	LookBack time.Duration // how long the sweep acts on a date: a date is open no longer
 	Batches  BatchesOf     // nil: batches are not shown
-	Clock    clock.Clock   // "today"
-	Names    config.Names  // the running system's collections live, shadow_ ones in shadow mode
+	// BatchRange lists a range's batches in O(1) reads per batch, for
+	// Season; nil: the range shows no batches.
+	BatchRange BatchesIn
+	Clock      clock.Clock  // "today"
+	Names      config.Names // the running system's collections live, shadow_ ones in shadow mode
 }
 
 // Dates reads every phase of each date in one batched read, and each date's
@@ -152,14 +157,14 @@ func (r *Reader) Dates(ctx context.Context, dates []gamedate.Date) ([]Date, erro
 			if s := snaps[i*len(r.Phases)+j]; s.Exists() {
 				data = s.Data()
 			}
-			day.Phases = append(day.Phases, phase(&r.Phases[j], d, data))
+			day.Phases = append(day.Phases, phase(&r.Phases[j], d, data, now))
 		}
 		if r.Batches != nil {
 			if day.Batches, err = r.Batches(ctx, d.String()); err != nil {
 				return nil, fmt.Errorf("status: batches of %s: %w", d, err)
 			}
 			for k := range day.Batches {
-				withLimits(&day.Batches[k], r.Batch)
+				withLimits(&day.Batches[k], r.Batch, now)
 			}
 		}
 		day.Open = open(day, d, now, r.LookBack)
@@ -189,14 +194,15 @@ func open(day Date, d gamedate.Date, now time.Time, lookBack time.Duration) bool
 	return false
 }
 
-func withLimits(b *Batch, c config.Batch) {
+func withLimits(b *Batch, c config.Batch, now time.Time) {
 	b.StallMinPercent = c.StallMinPercent
 	b.StallAt = b.ProgressAt.Add(c.StallAfter)
 	b.MaxAgeAt = b.StartTime.Add(c.MaxAge)
+	b.State = batchState(b.Complete, b.Status, b.StartTime, c.MaxAge, now)
 }
 
-// phase decodes a gate document (nil: none yet).
-func phase(p *config.Phase, d gamedate.Date, data map[string]any) Phase {
+// phase decodes a gate document (nil: none yet) as it stands at now.
+func phase(p *config.Phase, d gamedate.Date, data map[string]any, now time.Time) Phase {
 	ps := Phase{Phase: p.Name, EntryPoint: p.EntryPoint, Expected: p.Expected, Exists: data != nil}
 	late := map[string]bool{}
 	ps.Late = strs(data["_late_processors"])
@@ -243,6 +249,7 @@ func phase(p *config.Phase, d gamedate.Date, data map[string]any) Phase {
 		ps.TimedRules = append(ps.TimedRules, l)
 	}
 	ps.DataCheck = dataCheck(data["_data_check"])
+	ps.State = phaseState(ps, p.StuckAfter, now)
 	return ps
 }
 

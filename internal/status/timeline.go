@@ -48,7 +48,7 @@ type section struct {
 	Y       float64 // top
 	Heading string
 	State   string // where it stands, in words
-	Tone    string // ok | partial | waiting | held: the state's colour
+	Tone    string // the gate's or batch's state (stateOf), which colours it
 	Rows    []row
 	Lines   []vline
 	Spans   []span // a batch's life
@@ -257,7 +257,7 @@ func layout(d Date, now time.Time, loc *time.Location) *timeline {
 }
 
 func phaseSection(p Phase, sc timeScale, top float64, loc *time.Location) section {
-	s := section{Y: top, Heading: phaseTitle(p.Phase), State: triggerText(p, loc), Tone: phaseTone(p)}
+	s := section{Y: top, Heading: phaseTitle(p.Phase), State: triggerText(p, loc), Tone: p.State}
 	y := top + tlHeading + tlRow/2
 	extra := 0
 	for _, pr := range p.Processors {
@@ -344,7 +344,7 @@ func processorRow(pr Processor, triggered bool, sc timeScale, y float64, loc *ti
 
 func batchSection(b Batch, sc timeScale, top float64, loc *time.Location) section {
 	s := section{Y: top, Heading: "Prediction batch " + cut(b.BatchID, 48),
-		State: fmt.Sprintf("%s · %d predictions", batchState(b, loc), b.Predictions), Tone: batchTone(b)}
+		State: fmt.Sprintf("%s · %d predictions", batchText(b, loc), b.Predictions), Tone: b.State}
 	y := top + tlHeading + tlRow/2
 	end := b.ProgressAt
 	if b.CompletedAt != nil {
@@ -488,32 +488,12 @@ func triggerText(p Phase, loc *time.Location) string {
 		return s
 	case p.TriggerState == "claimed" || p.TriggerState == "released":
 		return fmt.Sprintf("trigger %s (%s), not yet confirmed", p.TriggerState, p.TriggerReason)
-	case p.DataCheck != nil && p.DataCheck.Status != "passed":
+	case p.State == StateBlocked:
 		return "held by the data check (" + p.DataCheck.Status + ")"
+	case p.State == StateOverdue:
+		return fmt.Sprintf("overdue, %d of %d in", len(p.Completed), len(p.Expected))
 	}
 	return fmt.Sprintf("waiting, %d of %d in", len(p.Completed), len(p.Expected))
-}
-
-func phaseTone(p Phase) string {
-	switch {
-	case p.Triggered && p.TriggerPartial:
-		return "partial"
-	case p.Triggered:
-		return "ok"
-	case p.DataCheck != nil && p.DataCheck.Status != "passed":
-		return "held"
-	}
-	return "waiting"
-}
-
-func batchTone(b Batch) string {
-	switch {
-	case b.Complete && b.Status == "success":
-		return "ok"
-	case b.Complete:
-		return "partial"
-	}
-	return "waiting"
 }
 
 func orZero(t *time.Time) *time.Time {
@@ -567,7 +547,7 @@ func dataCheckText(dc *DataCheck, loc *time.Location) string {
 	return s
 }
 
-func batchState(b Batch, loc *time.Location) string {
+func batchText(b Batch, loc *time.Location) string {
 	if b.Complete && b.CompletedAt != nil {
 		return fmt.Sprintf("completed %s, %s (%s)", clockTime(*b.CompletedAt, loc), b.Status, b.Reason)
 	}
@@ -579,7 +559,7 @@ func batchState(b Batch, loc *time.Location) string {
 
 func batchSummary(b Batch, loc *time.Location) string {
 	return fmt.Sprintf("Prediction batch %s: %s; %d/%d players, %d predictions; stalls at ≥%d%% without progress until %s, age limit %s",
-		b.BatchID, batchState(b, loc), b.Completed, b.Expected, b.Predictions, b.StallMinPercent,
+		b.BatchID, batchText(b, loc), b.Completed, b.Expected, b.Predictions, b.StallMinPercent,
 		clockTime(b.StallAt, loc), clockTime(b.MaxAgeAt, loc))
 }
 

@@ -81,7 +81,7 @@ func night() Date {
 	partial := done("team_defense_game_summary", "01:15")
 	partial.Status = "partial"
 	return Date{GameDate: "2026-01-19", Phases: []Phase{
-		{Phase: "phase2_to_phase3", Exists: true, Triggered: true, TriggeredAt: ptr(at("01:01")),
+		{Phase: "phase2_to_phase3", State: StatePartial, Exists: true, Triggered: true, TriggeredAt: ptr(at("01:01")),
 			TriggerReason: "deadline_exceeded", TriggerGeneration: 1, TriggerPartial: true,
 			FirstCompletionAt: ptr(at("00:31")), Completed: []string{"a", "b"}, Missing: []string{"br_roster"},
 			Expected: []string{"a", "b", "br_roster"}, Failed: []string{"br_roster"}, Unexpected: []string{"nbac_injury_report"},
@@ -90,16 +90,16 @@ func night() Date {
 				{Name: "nbac_injury_report", Status: "success", CompletedAt: ptr(at("00:40"))}},
 			TimedRules: []Limit{{Reason: "deadline_exceeded", MinCompleted: 1, AfterSeconds: 1800, At: ptr(at("01:01"))}},
 		},
-		{Phase: "phase3_to_phase4", Exists: true, Triggered: true, TriggeredAt: ptr(at("01:15")),
+		{Phase: "phase3_to_phase4", State: StatePartial, Exists: true, Triggered: true, TriggeredAt: ptr(at("01:15")),
 			TriggerReason: "critical_plus_majority_60pct", TriggerGeneration: 1, TriggerPartial: true,
 			FirstCompletionAt: ptr(at("01:10")), Late: []string{"team_offense_game_summary"},
 			Processors: []Processor{done("player_game_summary", "01:10"), partial, late},
 			DataCheck:  &DataCheck{Status: "blocked", Missing: []string{"nba_analytics.x"}, CheckedAt: ptr(at("01:14"))},
 		},
-		{Phase: "phase4_to_phase5", Processors: []Processor{{Name: "ml_feature_store", Expected: true}},
+		{Phase: "phase4_to_phase5", State: StateNotStarted, Processors: []Processor{{Name: "ml_feature_store", Expected: true}},
 			// a rule far beyond the night is not drawn, and does not stretch the axis
 			TimedRules: []Limit{{Reason: "max_timeout", MinCompleted: 1, AfterSeconds: 4 * 3600}}},
-	}, Batches: []Batch{{BatchID: "batch_1", Expected: 10, Completed: 10, Predictions: 50, Complete: true,
+	}, Batches: []Batch{{BatchID: "batch_1", State: StateTriggered, Expected: 10, Completed: 10, Predictions: 50, Complete: true,
 		Status: "success", Reason: "all_players", StartTime: at("02:00"), ProgressAt: at("02:07"),
 		CompletedAt: ptr(at("02:07")), StallMinPercent: 95, StallAt: at("02:17"), MaxAgeAt: at("02:30")}}}
 }
@@ -137,7 +137,7 @@ func TestLayoutNight(t *testing.T) {
 	if tl.Now != nil {
 		t.Error("a settled date has no now line")
 	}
-	for i, tone := range []string{"partial", "partial", "waiting", "ok"} {
+	for i, tone := range []string{StatePartial, StatePartial, StateNotStarted, StateTriggered} {
 		if got := tl.Sections[i].Tone; got != tone {
 			t.Errorf("section %d (%s): tone %s, want %s", i, tl.Sections[i].Heading, got, tone)
 		}
@@ -301,7 +301,7 @@ func TestDecodePhase(t *testing.T) {
 			"counts": map[string]any{"nba_raw.nbac_schedule": int64(12)}, "missing": []any{}, "checked_at": at("01:00"),
 			"tables": int64(5), "bytes_processed": int64(1024)},
 	}
-	ps := phase(&p, date, doc)
+	ps := phase(&p, date, doc, at("02:00"))
 	byName := map[string]Processor{}
 	for _, pr := range ps.Processors {
 		byName[pr.Name] = pr
@@ -321,17 +321,18 @@ func TestDecodePhase(t *testing.T) {
 		{"the data check", ps.DataCheck != nil && ps.DataCheck.Status == "passed" && ps.DataCheck.Counts["nba_raw.nbac_schedule"] == 12 &&
 			ps.DataCheck.Check == "R-007" && ps.DataCheck.Action == "monitor" && ps.DataCheck.Tables == 5},
 		{"the data check in words", dataCheckText(ps.DataCheck, ny) == "data check R-007 passed (monitor only) at 01:00 EST"},
+		{"its state", ps.State == StatePartial},
 	}
 	for _, tt := range tests {
 		if !tt.ok {
 			t.Errorf("%s: %+v", tt.name, ps)
 		}
 	}
-	if none := phase(&p, date, nil); none.Exists || len(none.Processors) != 6 || none.TimedRules[0].At != nil || none.DataCheck != nil {
+	if none := phase(&p, date, nil, at("02:00")); none.Exists || len(none.Processors) != 6 || none.TimedRules[0].At != nil || none.DataCheck != nil {
 		t.Errorf("no document: %+v", none)
 	}
 	p.Timed[0].Enabled = config.Off
-	if off := phase(&p, date, doc); len(off.TimedRules) != 0 {
+	if off := phase(&p, date, doc, at("02:00")); len(off.TimedRules) != 0 {
 		t.Errorf("a disabled rule is drawn: %+v", off.TimedRules)
 	}
 }
