@@ -2,6 +2,8 @@ package app
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -24,5 +26,35 @@ func TestEntryPointFromEnvironment(t *testing.T) {
 		if w.Code != want {
 			t.Errorf("%s: status %d, want %d", ep, w.Code, want)
 		}
+	}
+}
+
+// A start that fails once (a dependency not ready at cold start) is tried
+// again by a later request instead of failing every request of the
+// instance for its life, as a cached failure did.
+func TestFailedStartIsRetried(t *testing.T) {
+	builds := 0
+	want := &App{}
+	s := &starter{retry: 50 * time.Millisecond, build: func(context.Context) (*App, error) {
+		builds++
+		if builds == 1 {
+			return nil, errors.New("injected: firestore not ready")
+		}
+		return want, nil
+	}}
+	ctx := context.Background()
+	if _, err := s.get(ctx); err == nil {
+		t.Fatal("the first start did not fail")
+	}
+	if _, err := s.get(ctx); err == nil || builds != 1 {
+		t.Fatalf("a request right after a failed start started again (%d starts): retries must be spaced", builds)
+	}
+	time.Sleep(60 * time.Millisecond)
+	a, err := s.get(ctx)
+	if err != nil || a != want || builds != 2 {
+		t.Fatalf("after the retry interval: %v, %v after %d starts", a, err, builds)
+	}
+	if a, _ := s.get(ctx); a != want || builds != 2 {
+		t.Fatalf("a started App was built again (%d starts)", builds)
 	}
 }

@@ -72,6 +72,22 @@ func WithPublisher(w func(edge.Publisher) edge.Publisher) Option {
 	return func(s *setup) { s.opts.WrapPublisher = w }
 }
 
+// WithSlackOptions passes options to the App's Slack notifier.
+func WithSlackOptions(o ...alert.Option) Option {
+	return func(s *setup) { s.opts.SlackOptions = append(s.opts.SlackOptions, o...) }
+}
+
+// WithPubSubOptions passes options to the App's Pub/Sub client (a test
+// intercepts its RPCs).
+func WithPubSubOptions(o ...option.ClientOption) Option {
+	return func(s *setup) { s.opts.PubSubOptions = append(s.opts.PubSubOptions, o...) }
+}
+
+// WithBigQueryOptions passes options to the App's BigQuery client.
+func WithBigQueryOptions(o ...option.ClientOption) Option {
+	return func(s *setup) { s.opts.BigQueryOptions = append(s.opts.BigQueryOptions, o...) }
+}
+
 // WithFirestoreOptions passes options to the App's Firestore client.
 func WithFirestoreOptions(o ...option.ClientOption) Option {
 	return func(s *setup) { s.opts.FirestoreOptions = append(s.opts.FirestoreOptions, o...) }

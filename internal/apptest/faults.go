@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -26,6 +27,7 @@ type Faults struct {
 	rules  []*commitRule
 	dead   bool
 	killed int
+	after  []func(*firestorepb.CommitRequest)
 }
 
 type commitRule struct {
@@ -33,6 +35,8 @@ type commitRule struct {
 	skip       int // matching commits to let through first
 	fault      Fault
 	done       bool
+	held       chan struct{} // Hold: closed once the commit waits
+	release    chan struct{} // Hold: closed by Release
 }
 
 // Fault is what happens to a commit.
@@ -43,6 +47,7 @@ const (
 	FailAfter              // it takes effect, and its answer is lost (a timeout)
 	DieBefore              // the instance dies right before it: it never happens
 	DieAfter               // the instance dies right after it took effect
+	Hold                   // it waits until Release, then goes on
 )
 
 // NewFaults returns a Faults with nothing armed.
@@ -53,7 +58,51 @@ func NewFaults() *Faults { return &Faults{} }
 func (f *Faults) At(collection string, skip int, fault Fault) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.rules = append(f.rules, &commitRule{collection: collection, skip: skip, fault: fault})
+	f.rules = append(f.rules, &commitRule{collection: collection, skip: skip, fault: fault,
+		held: make(chan struct{}), release: make(chan struct{})})
+}
+
+// Held returns a channel closed once the commit a Hold stops is waiting,
+// and Release lets every held commit go on.
+func (f *Faults) Held() <-chan struct{} {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, r := range f.rules {
+		if r.fault == Hold {
+			return r.held
+		}
+	}
+	return nil
+}
+
+// Release lets the held commits go on.
+func (f *Faults) Release() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, r := range f.rules {
+		if r.fault == Hold {
+			select {
+			case <-r.release:
+			default:
+				close(r.release)
+			}
+		}
+	}
+}
+
+// Kill makes the instance die now: nothing it sends from here on takes
+// effect.
+func (f *Faults) Kill() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.dead, f.killed = true, f.killed+1
+}
+
+// AfterCommit calls fn with every commit that took effect.
+func (f *Faults) AfterCommit(fn func(*firestorepb.CommitRequest)) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.after = append(f.after, fn)
 }
 
 // Hit reports whether every armed fault was met.
@@ -123,8 +172,22 @@ func (f *Faults) unary(ctx context.Context, method string, req, reply any, cc *g
 	if ok {
 		r = f.match(c)
 	}
+	if r != nil && r.fault == Hold {
+		close(r.held)
+		<-r.release
+		r = nil
+	}
 	if r == nil {
-		return invoker(ctx, method, req, reply, cc, opts...)
+		err := invoker(ctx, method, req, reply, cc, opts...)
+		if err == nil && ok {
+			f.mu.Lock()
+			after := slices.Clone(f.after)
+			f.mu.Unlock()
+			for _, fn := range after {
+				fn(c)
+			}
+		}
+		return err
 	}
 	if r.fault == FailAfter || r.fault == DieAfter {
 		if err := invoker(ctx, method, req, reply, cc, opts...); err != nil {

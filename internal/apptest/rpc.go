@@ -3,7 +3,7 @@ package apptest
 import (
 	"context"
 	"os"
-	"strings"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -14,7 +14,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/phasegate/phasegate/internal/alert"
 	"github.com/phasegate/phasegate/internal/emulator"
 )
 
@@ -91,42 +90,18 @@ func (c *RPCs) Take() (total int, byMethod map[string]int, docs int) {
 	return total, byMethod, docs
 }
 
-// FailAlertWrites makes the App's first n Firestore commits that write an
-// alert document (collection orchestrator_alerts) fail with Internal, a
-// code the client does not retry: an alert that cannot be recorded.
-func FailAlertWrites(t testing.TB, n int) Option {
-	var left atomic.Int32
-	left.Store(int32(n))
-	fail := func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-		if c, ok := req.(*firestorepb.CommitRequest); ok {
-			for _, w := range c.Writes {
-				if strings.Contains(w.GetUpdate().GetName(), "/"+alert.Collection+"/") && left.Add(-1) >= 0 {
-					return status.Error(codes.Internal, "injected: alert write failed")
-				}
-			}
-		}
-		return invoker(ctx, method, req, reply, cc, opts...)
-	}
-	conn, err := emulator.FirestoreConn(os.Getenv("FIRESTORE_EMULATOR_HOST"), grpc.WithChainUnaryInterceptor(fail))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return WithFirestoreOptions(option.WithGRPCConn(conn))
-}
-
-// FailQueries returns an Option under which every query of the App on
-// collection fails as production Firestore fails a query whose composite
+// FailQueries returns an Option under which every query of the App on the
+// collections fails as production Firestore fails a query whose composite
 // index is missing (FAILED_PRECONDITION), and the number of queries failed.
 // The emulator enforces no index, so this is how a test meets that failure.
-func FailQueries(t testing.TB, collection string) (Option, *atomic.Int64) {
+func FailQueries(t testing.TB, collections ...string) (Option, *atomic.Int64) {
 	var n atomic.Int64
 	fail := func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
 		s, err := streamer(ctx, desc, cc, method, opts...)
 		if err != nil || method != "/google.firestore.v1.Firestore/RunQuery" {
 			return s, err
 		}
-		return &failingQuery{ClientStream: s, collection: collection, n: &n}, nil
+		return &failingQuery{ClientStream: s, collections: collections, n: &n}, nil
 	}
 	conn, err := emulator.FirestoreConn(os.Getenv("FIRESTORE_EMULATOR_HOST"), grpc.WithChainStreamInterceptor(fail))
 	if err != nil {
@@ -140,15 +115,15 @@ func FailQueries(t testing.TB, collection string) (Option, *atomic.Int64) {
 // it after the stream opens) and fails the answer when it names collection.
 type failingQuery struct {
 	grpc.ClientStream
-	collection string
-	n          *atomic.Int64
-	fail       bool
+	collections []string
+	n           *atomic.Int64
+	fail        bool
 }
 
 func (s *failingQuery) SendMsg(m any) error {
 	if r, ok := m.(*firestorepb.RunQueryRequest); ok {
 		for _, f := range r.GetStructuredQuery().GetFrom() {
-			s.fail = s.fail || f.GetCollectionId() == s.collection
+			s.fail = s.fail || slices.Contains(s.collections, f.GetCollectionId())
 		}
 	}
 	return s.ClientStream.SendMsg(m)

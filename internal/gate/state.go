@@ -101,6 +101,16 @@ func decodeData(p *config.Phase, data map[string]any, updateTime, created time.T
 		}
 	}
 	st.first = takeover.Time(st.data[fFirstCompletion])
+	if st.first.IsZero() {
+		// The running system's phase 3 keeps none: its first processor
+		// entry's completion is the first completion.
+		for name := range st.completed {
+			rec, _ := st.data[name].(map[string]any)
+			if at := takeover.Time(rec["completed_at"]); !at.IsZero() && (st.first.IsZero() || at.Before(st.first)) {
+				st.first = at
+			}
+		}
+	}
 	st.triggered, _ = st.data[fTriggered].(bool)
 	st.state, _ = st.data[fState].(string)
 	st.generation, _ = st.data[fGeneration].(int64)

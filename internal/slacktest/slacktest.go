@@ -37,6 +37,8 @@ type Server struct {
 	def    Reply // answered once the script runs out
 	posts  []Post
 	OnPost func(Post) // called for each accepted post, e.g. to print it
+	// OnRequest is called as each post arrives, before any scripted delay.
+	OnRequest func(path string)
 }
 
 // New starts a server that answers 200 unless scripted otherwise.
@@ -74,6 +76,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	b, _ := io.ReadAll(r.Body)
+	if s.OnRequest != nil {
+		s.OnRequest(r.URL.Path)
+	}
 	s.mu.Lock()
 	reply := s.def
 	if len(s.script) > 0 {
