@@ -420,9 +420,12 @@ type responseRecorder struct {
 	code   int
 }
 
-func (r *responseRecorder) Header() http.Header         { return r.header }
-func (r *responseRecorder) Write(b []byte) (int, error) { r.body = append(r.body, b...); return len(b), nil }
-func (r *responseRecorder) WriteHeader(c int)           { r.code = c }
+func (r *responseRecorder) Header() http.Header { return r.header }
+func (r *responseRecorder) Write(b []byte) (int, error) {
+	r.body = append(r.body, b...)
+	return len(b), nil
+}
+func (r *responseRecorder) WriteHeader(c int) { r.code = c }
 
 // After its instances are gone, one sweep later the legacy array holds
 // every completed player up to its cap. Before, the array was merged by a
