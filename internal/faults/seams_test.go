@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"slices"
 	"strings"
@@ -408,24 +409,10 @@ func TestUnwritableRowEndsFailed(t *testing.T) {
 func get(t *testing.T, e *apptest.Env, ep string) []byte {
 	t.Helper()
 	h, _ := e.App.Handler(ep)
-	req, _ := http.NewRequest(http.MethodGet, "/"+ep, nil)
-	rec := &responseRecorder{header: http.Header{}}
-	h.ServeHTTP(rec, req)
-	return rec.body
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/"+ep, nil))
+	return rec.Body.Bytes()
 }
-
-type responseRecorder struct {
-	header http.Header
-	body   []byte
-	code   int
-}
-
-func (r *responseRecorder) Header() http.Header { return r.header }
-func (r *responseRecorder) Write(b []byte) (int, error) {
-	r.body = append(r.body, b...)
-	return len(b), nil
-}
-func (r *responseRecorder) WriteHeader(c int) { r.code = c }
 
 // After its instances are gone, one sweep later the legacy array holds
 // every completed player up to its cap. Before, the array was merged by a
