@@ -6,8 +6,10 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/phasegate/phasegate/internal/apptest"
+	"github.com/phasegate/phasegate/internal/slacktest"
 )
 
 // run executes the CLI in-process and returns its output and error.
@@ -113,5 +115,45 @@ func TestStatusRange(t *testing.T) {
 	}
 	if _, err := run(t, "status", "--from", "2026-01-17", "--to", "2026-01-19", "--url", srv.URL+"/Nothing"); err == nil || !strings.Contains(err.Error(), "404") {
 		t.Errorf("a URL that is not Status: %v", err)
+	}
+}
+
+// An alert Slack refused for a day is failed: the operator lists it,
+// retries it once Slack takes it, and dismisses another.
+func TestEffectsCommands(t *testing.T) {
+	e := apptest.New(t)
+	t.Setenv("GCP_PROJECT", e.Project)
+	e.Slack.SetDefault(slacktest.Reply{Status: 404})
+	e.Deliver("Phase2To3", "m1", apptest.Completion("NbacScheduleProcessor", "2026-01-19", "failed"))
+	e.Deliver("Phase2To3", "m2", apptest.Completion("SomethingNewProcessor", "2026-01-19", "success"))
+	e.Clock.Advance(25 * time.Hour)
+	e.PushOnce("Sweep", "s1", map[string]any{})
+
+	out, err := run(t, "effects", "list", "--state", "failed")
+	if err != nil || !strings.Contains(out, "2 failed effect(s) shown") {
+		t.Fatalf("effects list: %v\n%s", err, out)
+	}
+	failed := e.Effect("alert:phase2_to_phase3:2026-01-19:failed:nbac_schedule")
+	unexpected := e.Effect("alert:phase2_to_phase3:2026-01-19:unexpected:something_new")
+	if failed == nil || unexpected == nil || !strings.Contains(out, failed["id"].(string)) {
+		t.Fatalf("effects list does not show the failed alerts:\n%s", out)
+	}
+	e.Slack.SetDefault(slacktest.Reply{Status: 200})
+	out, err = run(t, "effects", "retry", failed["id"].(string))
+	if err != nil || !strings.Contains(out, "performed") {
+		t.Fatalf("effects retry: %v\n%s", err, out)
+	}
+	if out, err = run(t, "effects", "dismiss", unexpected["id"].(string)); err != nil || !strings.Contains(out, "dismissed") {
+		t.Fatalf("effects dismiss: %v\n%s", err, out)
+	}
+	if _, err := run(t, "effects", "dismiss", failed["id"].(string)); err == nil {
+		t.Fatal("dismissing a performed effect succeeded")
+	}
+	if _, err := run(t, "effects", "retry", "no-such-effect"); err == nil {
+		t.Fatal("retrying an unknown effect succeeded")
+	}
+	out, err = run(t, "effects", "list", "--state", "failed")
+	if err != nil || !strings.Contains(out, "0 failed effect(s) shown") {
+		t.Fatalf("effects list after: %v\n%s", err, out)
 	}
 }
