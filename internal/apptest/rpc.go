@@ -17,12 +17,14 @@ import (
 	"github.com/phasegate/phasegate/internal/emulator"
 )
 
-// RPCs counts the Firestore RPCs an App makes, by method, and the
-// documents they return (what Firestore bills as reads).
+// RPCs counts the Firestore RPCs an App makes, by method, the documents
+// they return (what Firestore bills as reads) and the documents its commits
+// write.
 type RPCs struct {
-	mu    sync.Mutex
-	calls map[string]int
-	docs  int
+	mu     sync.Mutex
+	calls  map[string]int
+	docs   int
+	writes int
 }
 
 // CountRPCs returns an Option that routes the App's Firestore client through
@@ -42,6 +44,9 @@ func CountRPCs(t testing.TB) (Option, *RPCs) {
 func (c *RPCs) unary(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 	c.mu.Lock()
 	c.calls[method]++
+	if r, ok := req.(*firestorepb.CommitRequest); ok {
+		c.writes += len(r.Writes)
+	}
 	c.mu.Unlock()
 	return invoker(ctx, method, req, reply, cc, opts...)
 }
@@ -76,6 +81,15 @@ func (s *countingStream) RecvMsg(m any) error {
 		}
 	}
 	return err
+}
+
+// Writes returns the documents written since the last TakeWrites.
+func (c *RPCs) TakeWrites() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := c.writes
+	c.writes = 0
+	return n
 }
 
 // Take returns the calls and documents read since the last Take.

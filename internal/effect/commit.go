@@ -26,48 +26,29 @@ type Write struct {
 // again and decides again.
 var ErrConflict = errors.New("effect: document changed under us")
 
-// Commit applies ws atomically and returns each write's update time. One
-// write is one RPC. Several go in a transaction without reads, which takes
-// no locks (the preconditions do the concurrency control) and costs one
-// BeginTransaction more.
+// Commit applies ws atomically, in one Commit RPC, and returns each
+// write's update time. Several writes go in a WriteBatch: the Commit RPC
+// without a transaction is as atomic as one with it, and the writes'
+// preconditions do the concurrency control, so the transaction would only
+// add its BeginTransaction RPC (and, with reads, locks that contending
+// writers queue behind). WriteBatch is deprecated in favour of transactions
+// and BulkWriter, neither of which is one atomic RPC.
 func Commit(ctx context.Context, fs *firestore.Client, ws ...Write) ([]time.Time, error) {
-	if len(ws) == 1 {
-		w := ws[0]
-		var (
-			wr  *firestore.WriteResult
-			err error
-		)
+	b := fs.Batch() //nolint:staticcheck // the one atomic single-RPC commit the client offers (see above)
+	for _, w := range ws {
 		if w.Create != nil {
-			wr, err = w.Ref.Create(ctx, w.Create)
+			b.Create(w.Ref, w.Create)
 		} else {
-			wr, err = w.Ref.Update(ctx, w.Update, w.Pre...)
+			b.Update(w.Ref, w.Update, w.Pre...)
 		}
-		if err != nil {
-			return nil, classify(err)
-		}
-		return []time.Time{wr.UpdateTime}, nil
 	}
-	var resp firestore.CommitResponse
-	err := fs.RunTransaction(ctx, func(ctx context.Context, tx *firestore.Transaction) error {
-		for _, w := range ws {
-			var err error
-			if w.Create != nil {
-				err = tx.Create(w.Ref, w.Create)
-			} else {
-				err = tx.Update(w.Ref, w.Update, w.Pre...)
-			}
-			if err != nil {
-				return err
-			}
-		}
-		return nil
-	}, firestore.MaxAttempts(1), firestore.WithCommitResponseTo(&resp))
+	wrs, err := b.Commit(ctx)
 	if err != nil {
 		return nil, classify(err)
 	}
 	times := make([]time.Time, len(ws))
-	if wrs, err := resp.WriteResults(); err == nil && len(wrs) == len(ws) {
-		for i, wr := range wrs {
+	for i, wr := range wrs {
+		if i < len(times) {
 			times[i] = wr.UpdateTime
 		}
 	}

@@ -188,11 +188,13 @@ func (g *Gate) run(ctx context.Context, date gamedate.Date, ev *event, src Sourc
 		keyRef = g.Keys.Ref("completion", g.phase.Name, ev.name, date.String(), m.ExecutionID, m.Status)
 	}
 	var (
-		out        Outcome
-		pl         *plan
-		after      *docState
-		made       effect.Made
-		withLedger bool
+		out   Outcome
+		pl    *plan
+		after *docState
+		made  effect.Made
+		// The ledger comes in the first read, at no extra RPC, unless the
+		// caller read the gate itself (the sweep): then only a claim reads it.
+		withLedger = known == nil
 	)
 	err := retry.Do(ctx, g.backoff(), func(ctx context.Context) error {
 		var (
