@@ -116,8 +116,11 @@ func (b *Bus) Subscribe(ctx context.Context, topic, id string) (*Subscription, e
 		return nil, err
 	}
 	name := fmt.Sprintf("projects/%s/subscriptions/%s", b.project, id)
+	// The shortest ack deadline Pub/Sub allows: a Pull that times out on
+	// the caller's side after the server handed it messages (a loaded
+	// machine) leaves them leased, and they come back only after it.
 	_, err := b.client.SubscriptionAdminClient.CreateSubscription(ctx, &pubsubpb.Subscription{
-		Name: name, Topic: b.TopicName(topic), AckDeadlineSeconds: 60,
+		Name: name, Topic: b.TopicName(topic), AckDeadlineSeconds: 10,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("bus: subscribe to %s: %w", topic, err)
