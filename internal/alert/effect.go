@@ -54,6 +54,13 @@ func (s Sink) Perform(ctx context.Context, r *effect.Record) effect.Result {
 	err := s.N.Post(ctx, a)
 	switch {
 	case err == nil:
+		// The line the log-based metric phasegate_alerts counts.
+		msg, event := "alert raised", "raised"
+		if a.Resolved {
+			msg, event = "alert resolved", "resolved"
+		}
+		s.N.log.InfoContext(ctx, msg, "alert_event", event, "alert_key", a.Key, "alert_severity", RouteOf(a).String(),
+			"title", a.Title, "game_date", a.GameDate, "phase", a.Phase, "reason", a.Reason)
 		return effect.Result{Outcome: effect.Performed, Ref: "posted"}
 	case errors.Is(err, ErrRejected):
 		return effect.Result{Outcome: effect.Refused, Err: err}

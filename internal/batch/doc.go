@@ -84,18 +84,19 @@
 // exact count, which a new distinct player can only raise by one; an exact
 // check whose estimate was high simply re-bases the offset.
 //
-// Completion is claim → publish → confirm on the batch document, each write
-// conditional on the document's update time (as the phase gates do). The
-// claim stores the final counts, the snapshot time they were taken at
-// (counted_at) and the message itself, so a retry publishes the same bytes.
-// A failed publish releases the claim and returns a transient error (the
-// redelivery, a duplicate, re-judges the batch and publishes); a crashed
-// claimant's claim expires after the gate lease and the next redelivery or
-// the sweep finishes it. Concurrent attempts in one instance share one run.
-// These few writes, the one that stores the shard count, and in dual-write
-// mode with subcollection reads the capped array's merges (at most about
-// one per second) are all the batch document takes in the subcollection
-// modes, whatever the arrival rate or the number of instances.
+// Completion is decided once, by a write to the batch document conditional
+// on its update time: the claim stores the final counts, the snapshot time
+// they were taken at (counted_at) and the message itself, and owes, in the
+// same commit, the message, a partial completion's alert and its history
+// row as records of the effect log (internal/effect), which publishes the
+// stored bytes and confirms is_complete. A completion claimed and not
+// confirmed is performed again from its record (by the redelivery, a
+// duplicate, or the sweep), never decided again. Concurrent attempts of
+// one instance share one run. This write, the one that stores the shard
+// count, the confirm and in dual-write mode with subcollection reads the
+// capped array's merges (at most about one per second) are all the batch
+// document takes in the subcollection modes, whatever the arrival rate or
+// the number of instances.
 //
 // # Migration modes (CONTRACT §6)
 //
@@ -110,26 +111,31 @@
 //     ArrayUnion and array_writes Increment (uncapped; one warning alert when
 //     it passes the cap).
 //   - dual writes, subcollection reads (default): the subcollection commit
-//     alone on the request path. The capped legacy array is written for
-//     older readers by a per-batch merge, off the request path: each
-//     instance queues the players it recorded, and a background merge
-//     reads the batch document and adds them in one write conditional on
-//     the document being unchanged and on the previous merge (stored as a
-//     server timestamp, array_merged_at) being at least a second old by
-//     the server's clock. Merges into one batch document are therefore at
-//     most about one per second however many instances record completions
-//     and however fast they arrive; an instance's players wait and go
-//     together. The merge reads the array, so it fills it up to the cap
-//     exactly (a usual game day fits, and everyone is listed) and leaves
-//     the rest out with one warning alert. The same write counts the
-//     players it added in array_merged, so the exact count knows, without
-//     a lookup, that those entries all have completion documents. The
-//     array is a courtesy: nothing counts from it in this mode, a merge
-//     that keeps failing gives up with a warning, and an instance that dies
-//     loses the players it had not merged yet (they are counted all the
-//     same). On Cloud Run the merge runs when the instance has CPU, that is
-//     while it serves requests; the batch's last players may join the
-//     array only with the instance's next traffic.
+//     alone on the request path. The capped legacy array is derived from
+//     the completions themselves, so nothing of it lives in an instance's
+//     memory: each completion document is stamped by the store
+//     (recorded_at), and a merge reads the completions recorded since the
+//     array's watermark (recorded_at, then the document id) and adds them
+//     in one write that moves the watermark, conditional on the batch
+//     document being unchanged and on the last merge (array_merged_at, a
+//     server timestamp) being at least a second old by the server's clock.
+//     The request that records a completion merges when its instance may
+//     take that window (one merge at a time per instance, and it tries at
+//     most once a second), without waiting; the batch's completion commit
+//     brings the array up to date with every completion it counted; and
+//     the sweep brings every open batch's array up to date, so one sweep
+//     after any loss of instances the array holds every completed player up
+//     to its cap. Merges stay two seconds behind the newest completion: the
+//     store's stamp is taken before the commit that makes a completion
+//     visible, and concurrent commits become visible out of stamp order, so
+//     a watermark at the newest stamp could pass one over. The merge reads
+//     the array, so it fills it exactly up to the cap (a usual game day
+//     fits, and everyone is listed) and, the first time the cap leaves a
+//     player out, owes one warning alert with the write that sets
+//     array_full. The same write counts the added players in array_merged,
+//     so the exact count knows, without a lookup, that those entries all
+//     have completion documents. Nothing counts from the array in this
+//     mode.
 //   - subcollection only: the subcollection commit alone.
 //
 // `phasegate batch migrate` copies legacy arrays into the subcollection

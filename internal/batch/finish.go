@@ -257,10 +257,18 @@ func (t *Tracker) finish(ctx context.Context, batchID string, m *meta, src Sourc
 	if m != nil {
 		m.setComplete()
 	}
-	t.Metrics.Inc("batch.completed")
-	t.Log.InfoContext(ctx, "prediction batch completed", "status", res.Status, "completed_players", res.Players,
-		"pubsub_message_id", s.Ref, "stall_reason", res.Reason)
 	return res, nil
+}
+
+// Confirmed logs a batch completion published and recorded
+// (effect.Owner), once, whoever published it.
+func (t *Tracker) Confirmed(ctx context.Context, r *effect.Record, msgID string) {
+	var msg Message
+	_ = json.Unmarshal(r.Data, &msg) // its claim wrote it
+	t.Metrics.Inc("batch.completed")
+	t.Log.InfoContext(ctx, "prediction batch completed", "batch_id", msg.Metadata.BatchID, "game_date", msg.GameDate,
+		"status", msg.Status, "completed_players", msg.Metadata.CompletedPlayers, "expected_players", msg.Metadata.ExpectedPlayers,
+		"pubsub_message_id", msgID, "stall_reason", msg.Metadata.StallReason)
 }
 
 func errOrNil(err error) error {

@@ -55,8 +55,13 @@ type Result struct {
 type Owner interface {
 	// Confirm returns the updates that record r published, with ref as
 	// its message id, on its owner as it is now (data of the same
-	// incarnation as r), or nil when the owner no longer awaits r.
+	// incarnation as r), or nil when the owner no longer awaits r. It is
+	// pure: a commit that lost a race asks again.
 	Confirm(data map[string]any, r *Record, ref string, now time.Time) []firestore.Update
+	// Confirmed is told once the commit that recorded r done confirmed its
+	// owner: the one moment a trigger or batch completion is known out and
+	// recorded, whoever performed it (the logs and metrics of it).
+	Confirmed(ctx context.Context, r *Record, ref string)
 }
 
 // Alarms are the alerts the engine raises itself, as Slack effects.
@@ -449,13 +454,14 @@ func (e *Engine) settle(ctx context.Context, r *Record, res Result, owner *Owner
 			}
 		}
 		all := []Write{{Ref: e.Ref(r.ID), Update: ups, Pre: []firestore.Precondition{firestore.LastUpdateTime(r.updateTime)}}}
+		var confirmed Owner
 		if res.Outcome == Performed && r.Kind == Publish && r.Owner != "" {
-			ow, err := e.confirm(ctx, r, res.Ref, owner, now)
+			ow, o, err := e.confirm(ctx, r, res.Ref, owner, now)
 			if err != nil {
 				return st, err
 			}
 			if ow != nil {
-				all = append(all, *ow)
+				all, confirmed = append(all, *ow), o
 			}
 		}
 		all = append(all, e.Owe(now, more...)...)
@@ -481,6 +487,9 @@ func (e *Engine) settle(ctx context.Context, r *Record, res Result, owner *Owner
 		}
 		e.Metrics.Inc("effects." + res.Outcome.String() + "." + string(r.Kind))
 		st.Done = res.Outcome == Performed || st.Done
+		if confirmed != nil {
+			confirmed.Confirmed(ctx, r, res.Ref)
+		}
 		if res.Outcome == Performed {
 			log.InfoContext(ctx, "effect performed", "effect_event", "done", "ref", res.Ref, "tries", r.Tries)
 		}
@@ -516,35 +525,35 @@ func (e *Engine) stillHeld(ctx context.Context, r *Record) (bool, error) {
 	return true, nil
 }
 
-// confirm returns the owner write that records a performed publish, or nil
-// when the owner no longer awaits it (deleted, another incarnation,
-// confirmed already). known is the owner as the decision left it; nil reads
-// it.
-func (e *Engine) confirm(ctx context.Context, r *Record, ref string, known *OwnerState, now time.Time) (*Write, error) {
+// confirm returns the owner write that records a performed publish, and
+// the owner, or nil when the owner no longer awaits it (deleted, another
+// incarnation, confirmed already). known is the owner as the decision left
+// it; nil reads it.
+func (e *Engine) confirm(ctx context.Context, r *Record, ref string, known *OwnerState, now time.Time) (*Write, Owner, error) {
 	own := e.FS.Doc(r.Owner)
 	coll := r.Owner[:strings.IndexByte(r.Owner+"/", '/')]
 	o := e.Owners[coll]
 	if o == nil {
-		return nil, nil
+		return nil, nil, nil
 	}
 	if known == nil {
 		snap, err := own.Get(ctx)
 		if status.Code(err) == codes.NotFound {
-			return nil, nil // deleted: the message went out all the same
+			return nil, nil, nil // deleted: the message went out all the same
 		}
 		if err != nil {
-			return nil, fmt.Errorf("effect: read owner %s: %w", r.Owner, err)
+			return nil, nil, fmt.Errorf("effect: read owner %s: %w", r.Owner, err)
 		}
 		if Incarnation(snap.Data(), snap.CreateTime) != r.Incarnation {
-			return nil, nil // re-created since: not its trigger
+			return nil, nil, nil // re-created since: not its trigger
 		}
 		known = &OwnerState{Data: snap.Data(), Updated: snap.UpdateTime}
 	}
 	ups := o.Confirm(known.Data, r, ref, now)
 	if len(ups) == 0 {
-		return nil, nil
+		return nil, nil, nil
 	}
-	return &Write{Ref: own, Update: ups, Pre: []firestore.Precondition{firestore.LastUpdateTime(known.Updated)}}, nil
+	return &Write{Ref: own, Update: ups, Pre: []firestore.Precondition{firestore.LastUpdateTime(known.Updated)}}, o, nil
 }
 
 // isAlarm reports whether key is one of the engine's own alarms, which

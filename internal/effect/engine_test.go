@@ -74,6 +74,8 @@ func (s *script) count(key string) int {
 // recording the message id.
 type owner struct{}
 
+func (owner) Confirmed(context.Context, *effect.Record, string) {}
+
 func (owner) Confirm(data map[string]any, r *effect.Record, ref string, now time.Time) []firestore.Update {
 	if data["confirmed"] != nil {
 		return nil

@@ -66,7 +66,7 @@ type checkVerdict struct {
 // transitions: into a block (one error alert, one row once blocked), out
 // of it (the alert's "resolved", with the claim), past the maximum wait.
 func (g *Gate) checkFor(pl *plan, date gamedate.Date, st *docState, d rules.Decision, src Source,
-	res *datacheck.Result, now time.Time, inc string) (checkVerdict, bool) {
+	res *datacheck.Result, now time.Time) (checkVerdict, bool) {
 	c := g.phase.DataCheck
 	switch {
 	case c == nil:
@@ -104,15 +104,15 @@ func (g *Gate) checkFor(pl *plan, date gamedate.Date, st *docState, d rules.Deci
 	raise := func(k string, sev alert.Severity, reason, title string) {
 		a := g.checkAlert(date, res)
 		a.Key, a.Severity, a.Reason, a.Title = k, sev, reason, title
-		pl.owe(alert.Raise(a, inc))
+		pl.raise(a)
 	}
 	switch {
 	case res.Status == datacheck.Passed:
 		v.status = checkPassed
 		if wasHeld && c.Action == config.ActionBlock {
-			pl.owe(alert.Resolve(alert.Alert{Key: key, Phase: g.phase.Name, GameDate: date.String(),
+			pl.resolve(alert.Alert{Key: key, Phase: g.phase.Name, GameDate: date.String(),
 				Title:  fmt.Sprintf("%s: %s data for %s is in; the trigger goes out", c.Name, g.phase.Name, date),
-				Detail: countsText(res)}, inc))
+				Detail: countsText(res)})
 		}
 		if len(res.Missing) > 0 {
 			v.status = checkDegraded
@@ -142,7 +142,7 @@ func (g *Gate) checkFor(pl *plan, date gamedate.Date, st *docState, d rules.Deci
 	rowOwed, _ := prev[dcRow].(bool)
 	rowOwed = rowOwed && wasHeld
 	if res.Status == datacheck.Blocked && !rowOwed && g.HistoryTable != "" {
-		pl.owe(history.Effect(g.blockedRow(date, st, res, since), g.HistoryTable, inc))
+		pl.rows = append(pl.rows, g.blockedRow(date, st, res, since))
 		rowOwed = true
 	}
 	rec[dcRow] = rowOwed

@@ -27,6 +27,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -296,7 +297,6 @@ func (g *Gate) claimed(ctx context.Context, date gamedate.Date, st *docState, s 
 	if !s.Done {
 		return out, g.notPublished(st, s)
 	}
-	g.published(ctx, st, s.Ref)
 	out.TriggerID, out.Reason, out.Missing = st.triggerID, st.reason, st.missing
 	return g.lateArrival(ctx, date, st, out, src)
 }
@@ -308,10 +308,16 @@ func errOrPending(s effect.Status) error {
 	return errors.New("held by another performer")
 }
 
-func (g *Gate) published(ctx context.Context, st *docState, msgID string) {
+// Confirmed logs a trigger published and recorded (effect.Owner), once,
+// whoever published it: the line the log-based metric phasegate_triggers
+// counts.
+func (g *Gate) Confirmed(ctx context.Context, r *effect.Record, msgID string) {
+	var m Message
+	_ = json.Unmarshal(r.Data, &m) // its claim wrote it
 	g.Metrics.Inc(g.phase.Name + ".triggered")
-	g.Log.InfoContext(ctx, "next phase triggered", "trigger_id", st.triggerID, "trigger_reason", st.reason,
-		"is_partial", st.partial, "missing_processors", st.missing, "pubsub_message_id", msgID, "mode", st.mode)
+	g.Log.InfoContext(ctx, "next phase triggered", "trigger_id", m.TriggerID, "trigger_reason", m.TriggerReason,
+		"is_partial", m.IsPartial, "missing_processors", m.MissingProcessors, "pubsub_message_id", msgID, "mode", m.Mode,
+		"game_date", m.GameDate, "phase", g.phase.Name)
 }
 
 // lateArrival claims the late_arrival generation a partial trigger owes
@@ -343,7 +349,6 @@ func (g *Gate) finishOwed(ctx context.Context, date gamedate.Date, st *docState,
 		return out, errs.E(errs.Transient, "firestore", err)
 	case s.Done:
 		if s.Outcome == effect.Performed { // by this call, not already
-			g.published(ctx, st, s.Ref)
 			out.TriggerID, out.Reason, out.Missing = st.triggerID, st.reason, st.missing
 		}
 		return g.lateArrival(ctx, date, st, out, src)

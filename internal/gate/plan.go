@@ -17,11 +17,16 @@ import (
 	"github.com/phasegate/phasegate/internal/rules"
 )
 
-// plan is the change one evaluation makes: the gate's fields, and the
-// effects the decisions among them owe, committed together.
+// plan is the change one evaluation makes: the gate's fields, and what the
+// decisions among them owe — the claimed trigger's message, alerts and
+// their "resolved", history rows — committed together as effects.
 type plan struct {
 	updates []firestore.Update
-	effects []effect.Effect
+	message *Message      // the claimed trigger's
+	payload []byte        // its exact bytes (_trigger_payload)
+	alerts  []alert.Alert // owed: raised, or resolved (Resolved set)
+	rows    []history.Row
+	effects []effect.Effect // what the above owe, built last
 	outcome Outcome
 	claimed bool
 	// triggerEffect is the id of the claimed trigger's publish.
@@ -41,7 +46,35 @@ func (pl *plan) set(path string, v any) {
 	pl.updates = append(pl.updates, firestore.Update{Path: path, Value: v})
 }
 
-func (pl *plan) owe(e ...effect.Effect) { pl.effects = append(pl.effects, e...) }
+func (pl *plan) raise(a alert.Alert) { pl.alerts = append(pl.alerts, a) }
+
+func (pl *plan) resolve(a alert.Alert) {
+	a.Resolved = true
+	pl.alerts = append(pl.alerts, a)
+}
+
+// owes builds the effects of what pl decided, for the incarnation inc.
+func (g *Gate) owes(pl *plan, date gamedate.Date, inc string) {
+	if m := pl.message; m != nil {
+		publish := effect.Effect{Kind: effect.Publish, Key: triggerKey(m.TriggerID), Incarnation: inc,
+			Destination: g.phase.OutputTopic, Data: pl.payload, Owner: g.ownerPath(date),
+			Attributes: map[string]string{"trigger_id": m.TriggerID, "game_date": date.String(), "phase": g.phase.Name},
+			GameDate:   date.String(), Subject: g.phase.Name}
+		pl.effects, pl.triggerEffect = append(pl.effects, publish), publish.ID()
+	}
+	for _, a := range pl.alerts {
+		if a.Resolved {
+			pl.effects = append(pl.effects, alert.Resolve(a, inc))
+		} else {
+			pl.effects = append(pl.effects, alert.Raise(a, inc))
+		}
+	}
+	if g.HistoryTable != "" {
+		for _, r := range pl.rows {
+			pl.effects = append(pl.effects, history.Effect(r, g.HistoryTable, inc))
+		}
+	}
+}
 
 // plan computes, from the document as read, what this evaluation writes
 // and owes: the event's record, any trigger claim, the alerts their
@@ -60,22 +93,22 @@ func (g *Gate) plan(date gamedate.Date, st *docState, ev *event, dup bool, src S
 	completed := st.completed
 	first := st.first
 	if ev != nil {
-		completed, first = g.record(pl, date, st, ev, dup, now, inc)
+		completed, first = g.record(pl, date, st, ev, dup, now)
 	}
 	// The claim sees the state including this event's record.
 	view := *st
 	view.completed, view.first = completed, first
 	pl.completed = len(completed)
-	g.claim(pl, date, &view, ev, src, now, res, led, inc)
+	g.claim(pl, date, &view, ev, src, now, res, led)
 	if pl.needLedger {
 		return pl
 	}
 	if st.alertKey != "" && !st.resolved && view.allComplete(g.phase) {
 		// Every processor a partial trigger went on without has arrived.
 		pl.set(fAlertResolved, true)
-		pl.owe(alert.Resolve(alert.Alert{Key: st.alertKey, Phase: g.phase.Name, GameDate: date.String(),
+		pl.resolve(alert.Alert{Key: st.alertKey, Phase: g.phase.Name, GameDate: date.String(),
 			Title:     fmt.Sprintf("%s for %s: every processor has now completed", g.phase.Name, date),
-			Completed: len(completed), Expected: len(g.phase.Expected), Elapsed: now.Sub(first)}, inc))
+			Completed: len(completed), Expected: len(g.phase.Expected), Elapsed: now.Sub(first)})
 	}
 	if pl.claimed && src != SourceEvent {
 		// An action nobody's message asked for is kept on the gate for operators.
@@ -93,6 +126,7 @@ func (g *Gate) plan(date gamedate.Date, st *docState, ev *event, dup bool, src S
 			pl.set(effect.FieldIncarnation, inc)
 		}
 	}
+	g.owes(pl, date, inc)
 	return pl
 }
 
@@ -109,7 +143,7 @@ func triggerIDOf(pl *plan) string {
 // record adds the event's fields to pl, with the alert a first failure,
 // a healed one or an unexpected name calls for, and returns the
 // completions after it.
-func (g *Gate) record(pl *plan, date gamedate.Date, st *docState, ev *event, dup bool, now time.Time, inc string) (map[string]bool, time.Time) {
+func (g *Gate) record(pl *plan, date gamedate.Date, st *docState, ev *event, dup bool, now time.Time) (map[string]bool, time.Time) {
 	m, name := ev.msg, ev.name
 	completed, first := st.completed, st.first
 	at := func() map[string]any {
@@ -129,12 +163,12 @@ func (g *Gate) record(pl *plan, date gamedate.Date, st *docState, ev *event, dup
 		rec["processor_name"] = m.ProcessorName
 		pl.set(fUnexpected+"."+name, rec)
 		pl.outcome.Recorded = "unexpected"
-		pl.owe(alert.Raise(alert.Alert{
+		pl.raise(alert.Alert{
 			Key: g.phase.Name + ":" + date.String() + ":unexpected:" + name, Severity: alert.Warning,
 			Title: fmt.Sprintf("unexpected processor %q for %s", m.ProcessorName, g.phase.Name), Phase: g.phase.Name,
 			GameDate: date.String(), Reason: "unexpected_processor",
 			Detail: "recorded under _unexpected as " + name + "; it does not count. Add it to the name map if it is a renamed processor.",
-		}, inc))
+		})
 	case !m.Completed():
 		if completed[name] {
 			pl.outcome.Recorded = "failure_ignored" // a failure after a success changes nothing
@@ -154,12 +188,12 @@ func (g *Gate) record(pl *plan, date gamedate.Date, st *docState, ev *event, dup
 		if g.blockedWithout(date, name) {
 			sev, what = alert.Error, "the gate is blocked until it succeeds or an operator triggers"
 		}
-		pl.owe(alert.Raise(alert.Alert{
+		pl.raise(alert.Alert{
 			Key: failedKey, Severity: sev,
 			Title: fmt.Sprintf("%s reported %s for %s", name, m.Status, date), Phase: g.phase.Name,
 			GameDate: date.String(), Reason: "processor_" + m.Status, Completed: len(completed), Expected: len(g.phase.Expected),
 			Missing: []string{name}, Detail: what + "; execution " + m.ExecutionID,
-		}, inc))
+		})
 	case completed[name]:
 		pl.outcome.Recorded = "duplicate"
 	default:
@@ -188,8 +222,8 @@ func (g *Gate) record(pl *plan, date gamedate.Date, st *docState, ev *event, dup
 		}
 		pl.outcome.Recorded = "recorded"
 		if failedBefore {
-			pl.owe(alert.Resolve(alert.Alert{Key: failedKey, Phase: g.phase.Name, GameDate: date.String(),
-				Title: name + " completed after failing"}, inc))
+			pl.resolve(alert.Alert{Key: failedKey, Phase: g.phase.Name, GameDate: date.String(),
+				Title: name + " completed after failing"})
 		}
 		if st.generation > 0 {
 			pl.set(fLate, append(slices.Clone(st.late), name))
@@ -204,7 +238,7 @@ func (g *Gate) record(pl *plan, date gamedate.Date, st *docState, ev *event, dup
 // the last trigger was partial, or a manual one. A trigger claimed and not
 // confirmed is finished by the effect log, never claimed again.
 func (g *Gate) claim(pl *plan, date gamedate.Date, st *docState, ev *event, src Source, now time.Time,
-	res *datacheck.Result, led *ledger, inc string) {
+	res *datacheck.Result, led *ledger) {
 	d := rules.Decide(g.phase, date, st.rulesState(), now)
 	pl.outcome.Missing, pl.outcome.Waiting = d.Missing, !d.Fire && st.generation == 0
 	switch {
@@ -221,7 +255,7 @@ func (g *Gate) claim(pl *plan, date gamedate.Date, st *docState, ev *event, src 
 	v := checkVerdict{status: checkSkipLate}
 	if d.Reason != rules.ReasonLateArrival {
 		var ok bool
-		if v, ok = g.checkFor(pl, date, st, d, src, res, now, inc); !ok {
+		if v, ok = g.checkFor(pl, date, st, d, src, res, now); !ok {
 			pl.outcome.Waiting = false
 			return
 		}
@@ -258,22 +292,16 @@ func (g *Gate) claim(pl *plan, date gamedate.Date, st *docState, ev *event, src 
 	if st.exists {
 		pl.set(fClaimToken, firestore.Delete)
 	}
-	publish := effect.Effect{Kind: effect.Publish, Key: triggerKey(msg.TriggerID), Incarnation: inc,
-		Destination: g.phase.OutputTopic, Data: payload, Owner: g.ownerPath(date),
-		Attributes: map[string]string{"trigger_id": msg.TriggerID, "game_date": date.String(), "phase": g.phase.Name},
-		GameDate:   date.String(), Subject: g.phase.Name}
-	pl.owe(publish)
+	pl.message, pl.payload = &msg, payload
 	if key := g.phase.Name + ":" + date.String() + ":" + d.Reason; d.IsPartial && (key != st.alertKey || st.resolved) {
 		// One alert per reason: a second manual trigger still without its
 		// data is the same news.
 		pl.set(fAlertKey, key)
 		pl.set(fAlertResolved, false)
-		pl.owe(alert.Raise(g.partialAlert(key, date, st, msg, now), inc))
+		pl.raise(g.partialAlert(key, date, st, msg, now))
 	}
-	if g.HistoryTable != "" {
-		pl.owe(history.Effect(g.triggerRow(date, st, msg, now), g.HistoryTable, inc))
-	}
-	pl.claimed, pl.triggerEffect, pl.generation = true, publish.ID(), gen
+	pl.rows = append(pl.rows, g.triggerRow(date, st, msg, now))
+	pl.claimed, pl.generation = true, gen
 }
 
 func nonNil(s []string) []string {

@@ -171,22 +171,20 @@ func (g *Gate) adopt(ctx context.Context, date gamedate.Date, st *docState) (eff
 	if err := json.Unmarshal([]byte(st.payload), &msg); err != nil || msg.TriggerID != st.triggerID {
 		return effect.Status{}, fmt.Errorf("trigger %s: its stored message is unreadable: %v", st.triggerID, err)
 	}
-	effs := []effect.Effect{{Kind: effect.Publish, Key: triggerKey(st.triggerID), Incarnation: st.incarnation,
-		Destination: g.phase.OutputTopic, Data: []byte(st.payload), Owner: g.ownerPath(date),
-		Attributes: map[string]string{"trigger_id": st.triggerID, "game_date": date.String(), "phase": g.phase.Name},
-		GameDate:   date.String(), Subject: g.phase.Name}}
+	// Its stored bytes, not a message made again: a re-publication is
+	// byte-identical.
+	pl := &plan{message: &msg, payload: []byte(st.payload), rows: []history.Row{g.triggerRow(date, st, msg, now)}}
 	if st.alertKey != "" {
 		raised, err := g.raisedBefore(ctx, st.alertKey)
 		if err != nil {
 			return effect.Status{}, err
 		}
 		if !raised {
-			effs = append(effs, alert.Raise(g.partialAlert(st.alertKey, date, st, msg, now), st.incarnation))
+			pl.raise(g.partialAlert(st.alertKey, date, st, msg, now))
 		}
 	}
-	if g.HistoryTable != "" {
-		effs = append(effs, history.Effect(g.triggerRow(date, st, msg, now), g.HistoryTable, st.incarnation))
-	}
+	g.owes(pl, date, st.incarnation)
+	effs := pl.effects
 	ups := []firestore.Update{{Path: fState, Value: stateClaimed}, {Path: fClaimExpires, Value: now.Add(g.Gate.ClaimLease)},
 		{Path: fClaimToken, Value: firestore.Delete}, {Path: fUpdatedAt, Value: now}}
 	ws := append([]effect.Write{g.gateWrite(g.ref(date), st, ups)}, g.Effects.Owe(now, effs...)...)
