@@ -1,0 +1,397 @@
+package crashpoints
+
+import (
+	"encoding/json"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	"google.golang.org/api/iterator"
+
+	"github.com/phasegate/phasegate/internal/batch"
+	"github.com/phasegate/phasegate/internal/config"
+)
+
+// observation is what a run left, seen from outside: what the consumers
+// received, what Slack took, the history table's rows, the contract fields
+// of the documents, plus what the one storage-dependent function says is
+// still owed. problems are invariants that hold on their own, whatever
+// the recording run did.
+type observation struct {
+	triggers map[string]int    // trigger key → copies the consumer received
+	reasons  map[string]string // trigger key → trigger_reason, or a batch message's status and counts
+	topics   map[string]string // trigger key → topic
+	alerts   map[string]int    // "route title" → messages Slack took
+	history  map[string]int    // history key → rows in the table
+	docs     map[string]string // document → its contract fields, summarised
+	problems []string
+}
+
+func (w *world) observe() *observation {
+	o := &observation{triggers: map[string]int{}, reasons: map[string]string{}, topics: map[string]string{},
+		alerts: map[string]int{}, history: map[string]int{}, docs: map[string]string{}}
+	o.messages(w)
+	for _, p := range w.slack.Delivered() {
+		o.alerts[p.Path+" "+TitleOf(p.Text)]++
+	}
+	if w.bq != nil {
+		o.historyRows(w)
+	}
+	for _, p := range w.cfg.Phases {
+		o.gates(w, &p)
+	}
+	o.batches(w)
+	owed, err := owedOrClaimed(w.ctx, w.fs, w.cfg)
+	w.must(err, "read what is owed")
+	o.problems = append(o.problems, prefix("left owed or claimed: ", owed)...)
+	w.mu.Lock()
+	for _, d := range w.pending {
+		o.problems = append(o.problems, fmt.Sprintf("%s %s never acknowledged", d.ep, d.id))
+	}
+	o.problems = append(o.problems, w.fourxx...)
+	w.mu.Unlock()
+	return o
+}
+
+func prefix(p string, s []string) []string {
+	out := make([]string, len(s))
+	for i, x := range s {
+		out[i] = p + x
+	}
+	return out
+}
+
+// messages reads every consumer subscription: gate triggers by trigger_id,
+// batch completions by batch id, dead letters as problems.
+func (o *observation) messages(w *world) {
+	for _, topic := range w.topics() {
+		for _, m := range w.Pull(topic) {
+			switch topic {
+			case w.cfg.Topics.DeadLetter:
+				o.problems = append(o.problems, fmt.Sprintf("dead-lettered (%s): %s", m.Attributes["reason"], m.Attributes["entry_point"]))
+			case w.cfg.Topics.BatchComplete:
+				var msg batch.Message
+				if err := json.Unmarshal(m.Data, &msg); err != nil {
+					o.problems = append(o.problems, "batch completion is not JSON: "+err.Error())
+					continue
+				}
+				key := "batch:" + msg.ExecutionID
+				o.triggers[key]++
+				o.topics[key] = topic
+				o.reasons[key] = fmt.Sprintf("%s %d/%d", msg.Status, msg.Metadata.CompletedPlayers, msg.Metadata.ExpectedPlayers)
+			default:
+				var msg struct {
+					TriggerID     string `json:"trigger_id"`
+					TriggerReason string `json:"trigger_reason"`
+				}
+				if err := json.Unmarshal(m.Data, &msg); err != nil || msg.TriggerID == "" || m.Attributes["trigger_id"] != msg.TriggerID {
+					o.problems = append(o.problems, fmt.Sprintf("trigger on %s without a trigger_id agreeing with its attribute: %s", topic, m.Data))
+					continue
+				}
+				o.triggers[msg.TriggerID]++
+				o.topics[msg.TriggerID] = topic
+				o.reasons[msg.TriggerID] = msg.TriggerReason
+			}
+		}
+	}
+}
+
+// historyRows counts the history table's rows by the key in their metadata.
+func (o *observation) historyRows(w *world) {
+	ds, table, _ := strings.Cut(w.cfg.BigQuery.HistoryTable, ".")
+	it, err := w.bq.Query(fmt.Sprintf("SELECT metadata FROM `%s.%s.%s`", w.bqProj, ds, table)).Read(w.ctx)
+	w.must(err, "query the history table")
+	for {
+		var row struct{ Metadata string }
+		err := it.Next(&row)
+		if err == iterator.Done {
+			break
+		}
+		w.must(err, "read the history table")
+		var md struct {
+			Key string `json:"history_key"`
+		}
+		_ = json.Unmarshal([]byte(row.Metadata), &md)
+		o.history[md.Key]++
+	}
+}
+
+// gates summarises each gate document's contract fields (CONTRACT §4): the
+// processors recorded and their status, the count, whether and why it
+// triggered; the count must agree with the records.
+func (o *observation) gates(w *world, p *config.Phase) {
+	docs, err := w.fs.Collection(p.Collection).Documents(w.ctx).GetAll()
+	w.must(err, "read "+p.Collection)
+	for _, d := range docs {
+		m := d.Data()
+		var recs []string
+		done := 0
+		for k, v := range m {
+			rec, ok := v.(map[string]any)
+			if strings.HasPrefix(k, "_") || !ok || rec["status"] == nil {
+				continue
+			}
+			recs = append(recs, fmt.Sprintf("%s=%v", k, rec["status"]))
+			if s := rec["status"]; slices.Contains(p.Expected, k) && (s == "success" || s == "partial") {
+				done++
+			}
+		}
+		slices.Sort(recs)
+		path := p.Collection + "/" + d.Ref.ID
+		o.docs[path] = fmt.Sprintf("%v _completed_count=%v _triggered=%v", recs, m["_completed_count"], m["_triggered"])
+		if m["_completed_count"] != int64(done) {
+			o.problems = append(o.problems, fmt.Sprintf("%s: _completed_count %v, %d processors recorded complete", path, m["_completed_count"], done))
+		}
+	}
+}
+
+// batches summarises each batch: its completion documents, completion, and
+// count; the count must be exact, and where the legacy array is capped it
+// must hold players that completed, each once, up to the cap.
+func (o *observation) batches(w *world) {
+	docs, err := w.fs.Collection(batch.Collection).Documents(w.ctx).GetAll()
+	w.must(err, "read batches")
+	for _, d := range docs {
+		m := d.Data()
+		comps, err := d.Ref.Collection(batch.CompletionsSub).Documents(w.ctx).GetAll()
+		w.must(err, "read completions")
+		var players []string
+		for _, c := range comps {
+			p, _ := c.Data()["player_lookup"].(string)
+			players = append(players, p)
+		}
+		slices.Sort(players)
+		path := batch.Collection + "/" + d.Ref.ID
+		o.docs[path] = fmt.Sprintf("completions=%v is_complete=%v completed_count=%v", players, m["is_complete"], m["completed_count"])
+		if c, ok := m["completed_count"]; ok && m["is_complete"] == true && c != int64(len(players)) {
+			o.problems = append(o.problems, fmt.Sprintf("%s: completed_count %v, %d completion documents", path, c, len(players)))
+		}
+		if id, _ := m["batch_id"].(string); o.reasons["batch:"+id] != "" {
+			status, counts, _ := strings.Cut(o.reasons["batch:"+id], " ")
+			if done, _, _ := strings.Cut(counts, "/"); done != fmt.Sprint(len(players)) {
+				o.problems = append(o.problems, fmt.Sprintf("%s: the %s completion message counts %s players, %d completion documents", path, status, done, len(players)))
+			}
+		}
+		if id, _ := m["batch_id"].(string); w.cfg.Batch.DualWrite.Enabled(id) && w.cfg.Batch.UseSubcollectionReads.Enabled(id) {
+			o.problems = append(o.problems, legacyArray(path, stringsOf(m[batch.FieldArray]), players, w.cfg.Batch.ArrayCap)...)
+		}
+	}
+}
+
+// legacyArray checks a capped completed_players: completed players only,
+// each once, as many as completed up to the cap.
+func legacyArray(path string, array, completed []string, limit int) []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, p := range array {
+		if seen[p] {
+			out = append(out, fmt.Sprintf("%s: %s twice in completed_players", path, p))
+		}
+		seen[p] = true
+		if !slices.Contains(completed, p) {
+			out = append(out, fmt.Sprintf("%s: %s in completed_players without a completion document", path, p))
+		}
+	}
+	if want := min(limit, len(completed)); len(seen) != want {
+		out = append(out, fmt.Sprintf("%s: completed_players holds %d players, want %d (%d completed, cap %d): players lost",
+			path, len(seen), want, len(completed), limit))
+	}
+	return out
+}
+
+func stringsOf(v any) []string {
+	vs, _ := v.([]any)
+	out := make([]string, 0, len(vs))
+	for _, x := range vs {
+		s, _ := x.(string)
+		out = append(out, s)
+	}
+	return out
+}
+
+// verdict compares an injected run with the recording: the same triggers
+// (each once, a copy only where the fault hit its publish or the commit
+// that recorded it), the same alerts (each once, a copy only where the
+// fault hit its post or the commit that recorded it; one that only the
+// fault raised must also be resolved), the same history rows (each once),
+// the same documents, and the run's own problems.
+//
+// A fault may legitimately change the path: a trigger delayed past a late
+// completion goes out as all_complete where the recording's was partial,
+// and the partial alert is then not owed. Such a run (a trigger's reason
+// differs) is not held to the recording's alerts, only to sending none
+// twice and resolving what it raised.
+func verdict(w *world, base, run *observation, calls []Call) []string {
+	out := slices.Clone(run.problems)
+	inj := slices.IndexFunc(calls, func(c Call) bool { return c.Fault != NoFault })
+	diverged := false
+	for _, k := range union(base.triggers, run.triggers) {
+		want, got := base.triggers[k], run.triggers[k]
+		allowed := want + allowTrigger(w, calls, inj, k, run.topics[k])
+		switch {
+		case want == 0:
+			out = append(out, fmt.Sprintf("trigger %s (%s) the recording never published, %d times", k, run.reasons[k], got))
+		case got == 0:
+			out = append(out, fmt.Sprintf("trigger %s lost", k))
+		case got > allowed:
+			out = append(out, fmt.Sprintf("trigger %s published %d times (%s)", k, got, copyCause(calls, inj)))
+		}
+		diverged = diverged || run.reasons[k] != base.reasons[k]
+	}
+	for _, k := range union(base.alerts, run.alerts) {
+		want, got := base.alerts[k], run.alerts[k]
+		route, title, _ := strings.Cut(k, " ")
+		allowed := max(want, 1) + allowAlert(calls, inj, route, title)
+		resolve, isResolve := strings.CutPrefix(title, "resolved:")
+		switch {
+		case got > allowed:
+			out = append(out, fmt.Sprintf("alert %q sent %d times (%s)", k, got, copyCause(calls, inj)))
+		case got < want && !diverged:
+			out = append(out, fmt.Sprintf("alert %q never sent", k))
+		case got < want && isResolve && raisedIn(run.alerts, resolve):
+			out = append(out, fmt.Sprintf("alert %q never sent, though its alert was", k))
+		case want == 0 && !isResolve && !resolvedIn(run.alerts, title):
+			out = append(out, fmt.Sprintf("alert %q raised by the fault, never resolved", k))
+		}
+	}
+	for _, k := range union(base.history, run.history) {
+		want, got := base.history[k], run.history[k]
+		switch {
+		case want == 0:
+			out = append(out, fmt.Sprintf("history row %s the recording never wrote", k))
+		case got == 0:
+			out = append(out, fmt.Sprintf("history row %s lost", k))
+		case got > 1 && insertBursts(calls, k) > 1:
+			out = append(out, fmt.Sprintf("history row %s written %d times", k, got))
+		}
+	}
+	for _, k := range union(base.docs, run.docs) {
+		if base.docs[k] != run.docs[k] {
+			out = append(out, fmt.Sprintf("%s is %s; the recording's %s", k, orNone(run.docs[k]), orNone(base.docs[k])))
+		}
+	}
+	return out
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "missing"
+	}
+	return s
+}
+
+func union[V any](a, b map[string]V) []string {
+	ks := slices.Collect(maps.Keys(a))
+	for k := range b {
+		if _, ok := a[k]; !ok {
+			ks = append(ks, k)
+		}
+	}
+	slices.Sort(ks)
+	return ks
+}
+
+func resolvedIn(alerts map[string]int, title string) bool { return raisedIn(alerts, "resolved:"+title) }
+
+func raisedIn(alerts map[string]int, title string) bool {
+	for k := range alerts {
+		if _, t, _ := strings.Cut(k, " "); t == title {
+			return true
+		}
+	}
+	return false
+}
+
+// allowTrigger is 1 when the injected call is the trigger's publish, or the
+// first commit to the trigger's document after its publish took effect
+// (the confirm that records it).
+func allowTrigger(w *world, calls []Call, inj int, key, topic string) int {
+	if inj < 0 {
+		return 0
+	}
+	c := calls[inj]
+	if c.Method == "Publish" && c.Resource == topic {
+		return 1
+	}
+	coll := batch.Collection
+	if !strings.HasPrefix(key, "batch:") {
+		phase, _, _ := strings.Cut(key, ":")
+		p, _ := w.cfg.Phase(phase)
+		coll = p.Collection
+	}
+	return recordOf(calls, inj, func(x Call) bool { return x.Method == "Publish" && x.Resource == topic }, coll)
+}
+
+// allowAlert is 1 when the injected call is the alert's post, or the first
+// commit to the alert outbox after the post took effect.
+func allowAlert(calls []Call, inj int, route, title string) int {
+	if inj < 0 {
+		return 0
+	}
+	c := calls[inj]
+	if c.Method == "SlackPost" && c.Resource == route && c.Key == title {
+		return 1
+	}
+	return recordOf(calls, inj, func(x Call) bool { return x.Method == "SlackPost" && x.Resource == route && x.Key == title }, "orchestrator_alerts")
+}
+
+// recordOf is 1 when calls[inj] records the last call before it matching
+// sent that its destination took: a call on coll (the read of a
+// read-modify-write, or the commit) from the sending instance, up to and
+// including its first commit to coll.
+func recordOf(calls []Call, inj int, sent func(Call) bool, coll string) int {
+	first := -1
+	for i := inj - 1; i >= 0 && first < 0; i-- {
+		if sent(calls[i]) && calls[i].Took {
+			first = i
+		}
+	}
+	if first < 0 {
+		return 0
+	}
+	for i := first + 1; i <= inj; i++ {
+		x := calls[i]
+		if x.Inst != calls[first].Inst || !slices.Contains(strings.Split(x.Resource, "+"), coll) {
+			continue
+		}
+		if i == inj {
+			return 1
+		}
+		if x.Method == "Commit" {
+			return 0
+		}
+	}
+	return 0
+}
+
+// copyCause names the injected call, for a violation's description.
+func copyCause(calls []Call, inj int) string {
+	if inj < 0 {
+		return "no fault injected"
+	}
+	return "fault at " + calls[inj].Point.String()
+}
+
+// insertBursts counts the separate times a history key was inserted: the
+// BigQuery emulator ignores insertIds, while BigQuery drops a repeated
+// insertId within about a minute (best effort), so inserts of one key
+// within a minute of each other are one row there.
+func insertBursts(calls []Call, key string) int {
+	var at []time.Time
+	for _, c := range calls {
+		if c.Method == "BigQuery.insertAll" && c.Took && slices.Contains(strings.Split(c.Key, ","), key) {
+			at = append(at, c.At)
+		}
+	}
+	bursts := 0
+	var start time.Time
+	for _, t := range at {
+		if bursts == 0 || t.Sub(start) > time.Minute {
+			bursts++
+			start = t
+		}
+	}
+	return bursts
+}

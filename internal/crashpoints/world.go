@@ -1,0 +1,396 @@
+package crashpoints
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"cloud.google.com/go/bigquery"
+	"cloud.google.com/go/firestore"
+	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
+	"google.golang.org/api/option"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/phasegate/phasegate/internal/alert"
+	"github.com/phasegate/phasegate/internal/app"
+	"github.com/phasegate/phasegate/internal/bqclient"
+	"github.com/phasegate/phasegate/internal/bus"
+	"github.com/phasegate/phasegate/internal/clock"
+	"github.com/phasegate/phasegate/internal/config"
+	"github.com/phasegate/phasegate/internal/emulator"
+	"github.com/phasegate/phasegate/internal/envelope"
+	"github.com/phasegate/phasegate/internal/logging"
+	"github.com/phasegate/phasegate/internal/metrics"
+	"github.com/phasegate/phasegate/internal/slacktest"
+)
+
+// Start is the fake clock's first reading: 2026-01-20 06:00 UTC, 01:00 in
+// New York, so 2026-01-19 is an overnight date.
+var Start = time.Date(2026, 1, 20, 6, 0, 0, 0, time.UTC)
+
+// BigQuery is the emulator the paths that need it share; each run keeps its
+// tables in datasets of its own.
+type BigQuery struct {
+	Host, Project string
+}
+
+// world is one run: a fresh project on the emulators, the App instances
+// serving it (one live at a time; a dead one is replaced by a fresh App, as
+// Cloud Run does), Pub/Sub's redelivery of what was not acknowledged, and
+// the consumers that watch what leaves.
+type world struct {
+	ctx     context.Context
+	sc      *Scenario
+	run     int // the run's number, unique in the process: names its project and datasets
+	project string
+	cfg     *config.Config
+	clock   *clock.Fake
+	slack   *slacktest.Server
+	b       *boundary
+	fs      *firestore.Client // the world's own, outside the boundary
+	bus     *bus.Bus          // the world's own: the consumers' subscriptions
+	subs    map[string]*bus.Subscription
+	bq      *bigquery.Client // nil unless the path needs BigQuery
+	bqHost  string
+	bqProj  string
+
+	cur   *node
+	nodes []*node
+	seq   int
+
+	mu      sync.Mutex
+	pending []delivery // not acknowledged yet, in first-sent order
+	fourxx  []string   // messages answered 4xx
+	sweeps  int
+}
+
+type delivery struct {
+	ep, id string
+	data   []byte
+}
+
+// node is one App instance.
+type node struct {
+	in    *instance
+	app   *app.App
+	conns []*grpc.ClientConn
+}
+
+// abort ends a run that the harness itself could not carry out (an
+// emulator refusing setup): it is reported as such, never as a violation.
+type abort struct{ err error }
+
+func (w *world) must(err error, what string) {
+	if err != nil {
+		panic(abort{fmt.Errorf("%s: %w", what, err)})
+	}
+}
+
+func newWorld(ctx context.Context, sc *Scenario, run int, inject *Injection, bq *BigQuery) (*world, error) {
+	w := &world{ctx: ctx, sc: sc, run: run, project: fmt.Sprintf("cp%d-%d-%s", time.Now().UnixNano()%1e6, run, strings.ReplaceAll(sc.Name, "_", "-")),
+		clock: clock.NewFake(Start), slack: slacktest.New(), subs: map[string]*bus.Subscription{}}
+	if len(w.project) > 30 {
+		w.project = strings.TrimRight(w.project[:30], "-")
+	}
+	w.b = newBoundary(w.clock, inject)
+	cfg := config.Default()
+	cfg.ProjectID = w.project
+	cfg.Alerts.WebhookURL = w.slack.Hook("info")
+	cfg.Alerts.WebhookURLError = w.slack.Hook("error")
+	cfg.Alerts.WebhookURLWarning = w.slack.Hook("warning")
+	// Slack answers at once here; short budgets keep an outage's retries
+	// few, and the sweep's outbox does the rest on the fake clock.
+	cfg.Alerts.MinInterval = 0
+	cfg.Alerts.SendBudget = 150 * time.Millisecond
+	cfg.Alerts.MaxElapsed = 150 * time.Millisecond
+	cfg.Alerts.RequestTimeout = 2 * time.Second
+	if bq != nil {
+		w.bqHost, w.bqProj = bq.Host, bq.Project
+		cfg.BigQuery.EmulatorHost, cfg.BigQuery.Project = bq.Host, bq.Project
+		cfg.BigQuery.HistoryTable = w.dataset("history") + ".phase_execution_log"
+	}
+	if sc.Config != nil {
+		sc.Config(w, cfg)
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("crashpoints: %s: configuration: %w", sc.Name, err)
+	}
+	w.cfg = cfg
+	var err error
+	if w.fs, err = emulator.NewFirestore(ctx, w.project); err != nil {
+		return nil, err
+	}
+	if w.bus, err = bus.New(ctx, w.project, true); err != nil {
+		return nil, err
+	}
+	for _, topic := range w.topics() {
+		s, err := w.bus.Subscribe(ctx, topic, fmt.Sprintf("consumer-%s", topic))
+		if err != nil {
+			return nil, err
+		}
+		w.subs[topic] = s
+	}
+	if bq != nil {
+		if w.bq, err = bqclient.New(ctx, bq.Project, bq.Host); err != nil {
+			return nil, err
+		}
+	}
+	return w, nil
+}
+
+// topics are the ones a consumer watches: the outputs of what phasegate
+// owns in this path, and the dead letters.
+func (w *world) topics() []string {
+	out := []string{w.cfg.Topics.DeadLetter}
+	if w.cfg.Owns(config.BatchPhase) {
+		out = append(out, w.cfg.Topics.BatchComplete)
+	}
+	for _, p := range w.cfg.Phases {
+		if w.cfg.Owns(p.Name) {
+			out = append(out, p.OutputTopic)
+		}
+	}
+	return out
+}
+
+// dataset names a BigQuery dataset of this run.
+func (w *world) dataset(name string) string { return fmt.Sprintf("r%d_%s", w.run, name) }
+
+func (w *world) close() {
+	for _, n := range w.nodes {
+		n.close()
+	}
+	w.slack.Close()
+	w.fs.Close()
+	w.bus.Close()
+	if w.bq != nil {
+		w.bq.Close()
+	}
+}
+
+func (n *node) close() {
+	_ = n.app.Close()
+	for _, c := range n.conns {
+		_ = c.Close()
+	}
+}
+
+// node returns the live App instance, starting a fresh one when the last
+// died (its background work is ended: a dead process runs nothing).
+func (w *world) node() *node {
+	if w.cur != nil && !w.cur.in.dead.Load() {
+		return w.cur
+	}
+	if w.cur != nil {
+		go w.cur.close()
+	}
+	w.seq++
+	in := &instance{id: w.seq}
+	p := &port{b: w.b, in: in}
+	dial := []grpc.DialOption{grpc.WithChainUnaryInterceptor(p.unary), grpc.WithChainStreamInterceptor(p.stream)}
+	fsConn, err := emulator.FirestoreConn(os.Getenv("FIRESTORE_EMULATOR_HOST"), dial...)
+	w.must(err, "dial firestore")
+	psConn, err := grpc.NewClient(os.Getenv("PUBSUB_EMULATOR_HOST"),
+		append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, dial...)...)
+	w.must(err, "dial pubsub")
+	opts := app.Options{
+		Clock: w.clock, Log: logging.New(logOut(), slog.LevelDebug), Metrics: &metrics.Registry{},
+		FirestoreOptions: []option.ClientOption{option.WithGRPCConn(fsConn)},
+		PubSubOptions:    []option.ClientOption{option.WithGRPCConn(psConn)},
+		SlackOptions: []alert.Option{alert.WithTransport(roundTripper{p: p, kind: "slack", next: http.DefaultTransport}),
+			// A breaker open for real seconds would outlast a run whose
+			// clock is fake; it opens and closes within the outage here.
+			alert.WithRetryBase(20 * time.Millisecond), alert.WithBreaker(5, time.Millisecond)},
+		BigQueryOptions: []option.ClientOption{option.WithHTTPClient(&http.Client{
+			Transport: roundTripper{p: p, kind: "bigquery", next: http.DefaultTransport}})},
+	}
+	a, err := app.New(w.ctx, w.cfg, opts)
+	w.must(err, "start an App instance")
+	n := &node{in: in, app: a, conns: []*grpc.ClientConn{fsConn, psConn}}
+	w.cur = n
+	w.nodes = append(w.nodes, n)
+	return n
+}
+
+func logOut() io.Writer {
+	if os.Getenv("PHASEGATE_TEST_LOG") != "" {
+		return os.Stderr
+	}
+	return io.Discard
+}
+
+// push delivers one message to an entry point of the live instance as a
+// Pub/Sub push would, and returns its status; dropped is true when the
+// instance died serving it (the connection dropped: no answer).
+func (w *world) push(ep, id string, data []byte) (code int, dropped bool) {
+	n := w.node()
+	h, ok := n.app.Handler(ep)
+	if !ok {
+		w.must(fmt.Errorf("no entry point %s", ep), "push")
+	}
+	body := envelope.PushBody(id, data, nil, time.Now())
+	rec := httptest.NewRecorder()
+	n.in.serve(w.ctx, func(ctx context.Context) {
+		req := httptest.NewRequestWithContext(ctx, http.MethodPost, "/"+ep, bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		h.ServeHTTP(rec, req)
+	})
+	return rec.Code, n.in.dead.Load()
+}
+
+// Deliver publishes a message to ep (JSON-encoded unless it is []byte).
+// Pub/Sub pushes it, and pushes it again at once when it is not
+// acknowledged (its backoff is seconds, which the fake clock does not
+// count), so a transient failure does not reorder it behind the
+// scenario's next message; what is still refused waits for converge.
+func (w *world) Deliver(ep, id string, v any) {
+	data, ok := v.([]byte)
+	if !ok {
+		var err error
+		data, err = json.Marshal(v)
+		w.must(err, "encode")
+	}
+	d := delivery{ep, id, data}
+	w.attempt(d)
+	w.mu.Lock()
+	again := slices.ContainsFunc(w.pending, func(p delivery) bool { return p.ep == ep && p.id == id })
+	w.mu.Unlock()
+	if again {
+		w.attempt(d)
+	}
+}
+
+func (w *world) attempt(d delivery) {
+	code, dropped := w.push(d.ep, d.id, d.data)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.pending = slices.DeleteFunc(w.pending, func(p delivery) bool { return p.ep == d.ep && p.id == d.id })
+	switch {
+	case dropped || code >= 500:
+		w.pending = append(w.pending, d)
+	case code >= 400:
+		w.fourxx = append(w.fourxx, fmt.Sprintf("%s %s answered %d", d.ep, d.id, code))
+	}
+}
+
+// redeliver pushes every message not acknowledged once more, in order.
+func (w *world) redeliver() {
+	w.mu.Lock()
+	ds := slices.Clone(w.pending)
+	w.mu.Unlock()
+	for _, d := range ds {
+		w.attempt(d)
+	}
+}
+
+// Sweep is one Cloud Scheduler tick: a message like any other, which
+// Pub/Sub redelivers while the sweep answers 5xx (one that could not see
+// part of its work).
+func (w *world) Sweep() {
+	w.sweeps++
+	w.Deliver("Sweep", fmt.Sprintf("sweep-%d", w.sweeps), []byte(`{}`))
+}
+
+// Advance moves the fake clock.
+func (w *world) Advance(d time.Duration) { w.clock.Advance(d) }
+
+// quiet waits until no instance has made a call for a while: background
+// work (the legacy array's merge) runs on real time.
+func (w *world) quiet() {
+	const still = 1500 * time.Millisecond
+	deadline := time.Now().Add(15 * time.Second)
+	n := len(w.b.Calls())
+	last := time.Now()
+	for time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+		if m := len(w.b.Calls()); m != n {
+			n, last = m, time.Now()
+		}
+		if time.Since(last) >= still {
+			return
+		}
+	}
+}
+
+// convergeSteps move the clock past every lease (claims 60 s, alert
+// sends), then through the alert outbox's backoffs (5 min doubling to 1 h)
+// and the history outbox's.
+var convergeSteps = []time.Duration{0, 61 * time.Second, 5 * time.Minute, 10 * time.Minute, 20 * time.Minute,
+	40 * time.Minute, time.Hour, time.Hour, time.Hour}
+
+// converge plays Pub/Sub and Cloud Scheduler after the scenario: redeliver
+// what was not acknowledged, run the sweep, move the clock, until nothing
+// is pending and nothing is owed or claimed (after at least one sweep past
+// every lease, and the scenario's Settle), or the steps run out.
+func (w *world) converge() {
+	var moved time.Duration
+	for i, d := range convergeSteps {
+		w.Advance(d)
+		moved += d
+		w.redeliver()
+		if w.sc.Background {
+			w.quiet()
+		}
+		w.Sweep()
+		if w.sc.Background {
+			w.quiet()
+		}
+		if i == 0 || moved < w.sc.Settle {
+			continue
+		}
+		w.mu.Lock()
+		left := len(w.pending)
+		w.mu.Unlock()
+		if left > 0 {
+			continue
+		}
+		owed, err := owedOrClaimed(w.ctx, w.fs, w.cfg)
+		w.must(err, "read what is owed")
+		if len(owed) == 0 {
+			return
+		}
+	}
+}
+
+// Pull returns every message waiting on topic's consumer subscription.
+func (w *world) Pull(topic string) []*pubsubpb.PubsubMessage {
+	var out []*pubsubpb.PubsubMessage
+	c := w.bus.Client().SubscriptionAdminClient
+	name := fmt.Sprintf("projects/%s/subscriptions/consumer-%s", w.project, topic)
+	empty := 0
+	for empty < 2 {
+		//nolint:staticcheck // ReturnImmediately: the emulator answers an empty pull at once instead of after a quiet period.
+		res, err := c.Pull(w.ctx, &pubsubpb.PullRequest{Subscription: name, MaxMessages: 1000, ReturnImmediately: true})
+		w.must(err, "pull "+topic)
+		if len(res.ReceivedMessages) == 0 {
+			empty++
+			continue
+		}
+		ids := make([]string, 0, len(res.ReceivedMessages))
+		for _, rm := range res.ReceivedMessages {
+			out = append(out, rm.Message)
+			ids = append(ids, rm.AckId)
+		}
+		w.must(c.Acknowledge(w.ctx, &pubsubpb.AcknowledgeRequest{Subscription: name, AckIds: ids}), "ack")
+	}
+	return out
+}
+
+// SlackDown makes Slack answer 500 from now on.
+func (w *world) SlackDown() {
+	w.slack.SetDefault(slacktest.Reply{Status: http.StatusInternalServerError})
+}
+
+// SlackUp brings Slack back.
+func (w *world) SlackUp() { w.slack.SetDefault(slacktest.Reply{Status: http.StatusOK}) }
