@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"runtime"
 	"slices"
 	"strconv"
@@ -52,5 +53,18 @@ func TestCrashpoints(t *testing.T) {
 	}
 	if tot.Violations > 0 {
 		t.Errorf("%d runs broke an invariant (table above)", tot.Violations)
+	}
+}
+
+// The explorer is a test kit: what is deployed must not link it.
+func TestNotLinkedByTheFunctions(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", "../../functions/...", "../app").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	for _, pkg := range strings.Fields(string(out)) {
+		if strings.HasSuffix(pkg, "/internal/crashpoints") {
+			t.Fatalf("the deployed functions link %s", pkg)
+		}
 	}
 }
