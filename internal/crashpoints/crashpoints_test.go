@@ -68,3 +68,17 @@ func TestNotLinkedByTheFunctions(t *testing.T) {
 		}
 	}
 }
+
+// docs/reliability.md lists the paths; keep them in step.
+func TestReliabilityDoc(t *testing.T) {
+	b, err := os.ReadFile("../../docs/reliability.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sc := range Scenarios {
+		row := fmt.Sprintf("| `%s` | %s |", sc.Name, sc.Proves)
+		if !strings.Contains(string(b), row) {
+			t.Errorf("docs/reliability.md lacks the row\n%s", row)
+		}
+	}
+}

@@ -26,8 +26,9 @@ type Options struct {
 type Outcome struct {
 	Injection  *Injection // nil for the recording run
 	Violations []string
-	Reached    bool  // the injected call happened (a run may take another path)
-	Err        error // the harness could not carry the run out
+	Notes      []string // what the run did that the invariants allow: a copy where the fault hit a publish or post
+	Reached    bool     // the injected call happened (a run may take another path)
+	Err        error    // the harness could not carry the run out
 	Took       time.Duration
 }
 
@@ -154,7 +155,7 @@ func play(ctx context.Context, sc *Scenario, inj *Injection, base *observation, 
 	if base == nil {
 		out.Violations = alone(obs, calls)
 	} else {
-		out.Violations = verdict(w, base, obs, calls)
+		out.Violations, out.Notes = verdict(w, base, obs, calls)
 	}
 	return out, obs, calls
 }
@@ -265,6 +266,8 @@ func describe(o Outcome) string {
 		return "VIOLATION: " + strings.Join(o.Violations, "; ")
 	case !o.Reached:
 		return "converged (injection not reached)"
+	case len(o.Notes) > 0:
+		return "converged (" + strings.Join(o.Notes, "; ") + ")"
 	}
 	return "converged"
 }

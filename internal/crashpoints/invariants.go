@@ -66,6 +66,13 @@ func prefix(p string, s []string) []string {
 // messages reads every consumer subscription: gate triggers by trigger_id,
 // batch completions by batch id, dead letters as problems.
 func (o *observation) messages(w *world) {
+	first := map[string]string{}
+	copyOf := func(key string, data []byte) {
+		if prev, ok := first[key]; ok && prev != string(data) {
+			o.problems = append(o.problems, fmt.Sprintf("copies of %s differ: %s / %s", key, prev, data))
+		}
+		first[key] = string(data)
+	}
 	for _, topic := range w.topics() {
 		for _, m := range w.Pull(topic) {
 			switch topic {
@@ -78,6 +85,7 @@ func (o *observation) messages(w *world) {
 					continue
 				}
 				key := "batch:" + msg.ExecutionID
+				copyOf(key, m.Data)
 				o.triggers[key]++
 				o.topics[key] = topic
 				o.reasons[key] = fmt.Sprintf("%s %d/%d", msg.Status, msg.Metadata.CompletedPlayers, msg.Metadata.ExpectedPlayers)
@@ -90,6 +98,7 @@ func (o *observation) messages(w *world) {
 					o.problems = append(o.problems, fmt.Sprintf("trigger on %s without a trigger_id agreeing with its attribute: %s", topic, m.Data))
 					continue
 				}
+				copyOf(msg.TriggerID, m.Data)
 				o.triggers[msg.TriggerID]++
 				o.topics[msg.TriggerID] = topic
 				o.reasons[msg.TriggerID] = msg.TriggerReason
@@ -223,8 +232,10 @@ func stringsOf(v any) []string {
 // and the partial alert is then not owed. Such a run (a trigger's reason
 // differs) is not held to the recording's alerts, only to sending none
 // twice and resolving what it raised.
-func verdict(w *world, base, run *observation, calls []Call) []string {
-	out := slices.Clone(run.problems)
+//
+// It also returns notes: the copies the fault was allowed to make.
+func verdict(w *world, base, run *observation, calls []Call) (out, notes []string) {
+	out = slices.Clone(run.problems)
 	inj := slices.IndexFunc(calls, func(c Call) bool { return c.Fault != NoFault })
 	diverged := false
 	for _, k := range union(base.triggers, run.triggers) {
@@ -237,6 +248,8 @@ func verdict(w *world, base, run *observation, calls []Call) []string {
 			out = append(out, fmt.Sprintf("trigger %s lost", k))
 		case got > allowed:
 			out = append(out, fmt.Sprintf("trigger %s published %d times (%s)", k, got, copyCause(calls, inj)))
+		case got > want:
+			notes = append(notes, fmt.Sprintf("a copy of %s", k))
 		}
 		diverged = diverged || run.reasons[k] != base.reasons[k]
 	}
@@ -254,6 +267,8 @@ func verdict(w *world, base, run *observation, calls []Call) []string {
 			out = append(out, fmt.Sprintf("alert %q never sent, though its alert was", k))
 		case want == 0 && !isResolve && !resolvedIn(run.alerts, title):
 			out = append(out, fmt.Sprintf("alert %q raised by the fault, never resolved", k))
+		case got > max(want, 1):
+			notes = append(notes, fmt.Sprintf("a copy of alert %q", k))
 		}
 	}
 	for _, k := range union(base.history, run.history) {
@@ -272,7 +287,10 @@ func verdict(w *world, base, run *observation, calls []Call) []string {
 			out = append(out, fmt.Sprintf("%s is %s; the recording's %s", k, orNone(run.docs[k]), orNone(base.docs[k])))
 		}
 	}
-	return out
+	if diverged {
+		notes = append(notes, "took another path (a trigger's reason differs from the recording's)")
+	}
+	return out, notes
 }
 
 func orNone(s string) string {

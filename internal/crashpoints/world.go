@@ -82,9 +82,10 @@ type delivery struct {
 
 // node is one App instance.
 type node struct {
-	in    *instance
-	app   *app.App
-	conns []*grpc.ClientConn
+	in     *instance
+	app    *app.App
+	conns  []*grpc.ClientConn
+	closed sync.Once
 }
 
 // abort ends a run that the harness itself could not carry out (an
@@ -179,11 +180,15 @@ func (w *world) close() {
 	}
 }
 
+// close ends the instance: its background work stops (a dead process
+// runs nothing) and its connections close.
 func (n *node) close() {
-	_ = n.app.Close()
-	for _, c := range n.conns {
-		_ = c.Close()
-	}
+	n.closed.Do(func() {
+		_ = n.app.Close()
+		for _, c := range n.conns {
+			_ = c.Close()
+		}
+	})
 }
 
 // node returns the live App instance, starting a fresh one when the last
