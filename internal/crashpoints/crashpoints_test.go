@@ -19,7 +19,7 @@ func TestMain(m *testing.M) { testenv.Main(m) }
 
 // TestCrashpoints explores every path (make crashpoints runs it alone,
 // verbosely). CRASHPOINTS_PATHS (comma-separated names) narrows it while
-// developing; CRASHPOINTS_PARALLEL sets the runs at once (default 3).
+// developing; CRASHPOINTS_PARALLEL sets the runs at once (default 4).
 func TestCrashpoints(t *testing.T) {
 	if testing.Short() {
 		t.Skip("the exploration takes minutes")
@@ -29,18 +29,13 @@ func TestCrashpoints(t *testing.T) {
 		names := strings.Split(only, ",")
 		scenarios = slices.DeleteFunc(slices.Clone(Scenarios), func(s *Scenario) bool { return !slices.Contains(names, s.Name) })
 	}
-	o := Options{Parallel: 3}
+	o := Options{Parallel: 4}
 	if n, err := strconv.Atoi(os.Getenv("CRASHPOINTS_PARALLEL")); err == nil {
 		o.Parallel = n
 	}
 	ctx := context.Background()
 	if bin, ok := emulator.BigQueryBinary(); ok {
-		bq, err := emulator.StartBigQuery(ctx, bin, "crashpoints", os.Getenv("PHASEGATE_EMULATOR_LOGS"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer bq.Stop()
-		o.BigQuery = &BigQuery{Host: bq.Host, Project: bq.Project}
+		o.BigQuery = bin
 	} else {
 		fmt.Printf("crashpoints: BigQuery paths skipped: no emulator at %s (make bigquery-emulator)\n", bin)
 	}

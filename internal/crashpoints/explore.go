@@ -16,8 +16,9 @@ import (
 type Options struct {
 	// Parallel bounds the runs at once (each its own project).
 	Parallel int
-	// BigQuery is the emulator the BigQuery paths use; nil skips them.
-	BigQuery *BigQuery
+	// BigQuery is the emulator's binary the BigQuery paths start (one
+	// emulator per run); empty skips them.
+	BigQuery string
 	// RunTimeout bounds one run.
 	RunTimeout time.Duration
 }
@@ -62,7 +63,7 @@ func Explore(ctx context.Context, scenarios []*Scenario, o Options) *Report {
 	for i, sc := range scenarios {
 		p := &Path{Scenario: sc}
 		rep.Paths = append(rep.Paths, p)
-		if sc.BigQuery && o.BigQuery == nil {
+		if sc.BigQuery && o.BigQuery == "" {
 			p.Skipped = "no BigQuery emulator (make bigquery-emulator)"
 			continue
 		}

@@ -26,6 +26,10 @@ type observation struct {
 	alerts   map[string]int    // "route title" → messages Slack took
 	history  map[string]int    // history key → rows in the table
 	docs     map[string]string // document → its contract fields, summarised
+	// owed are the titles of alerts whose cause is on record: a partial
+	// trigger or batch message, a failure in _failed_attempts, a capped
+	// array with a completed player left out.
+	owed     []string
 	problems []string
 }
 
@@ -43,6 +47,11 @@ func (w *world) observe() *observation {
 		o.gates(w, &p)
 	}
 	o.batches(w)
+	for _, title := range o.owed {
+		if !raisedIn(o.alerts, title) {
+			o.problems = append(o.problems, fmt.Sprintf("alert %q never sent, though its cause is on record", title))
+		}
+	}
 	owed, err := owedOrClaimed(w.ctx, w.fs, w.cfg)
 	w.must(err, "read what is owed")
 	o.problems = append(o.problems, prefix("left owed or claimed: ", owed)...)
@@ -89,10 +98,14 @@ func (o *observation) messages(w *world) {
 				o.triggers[key]++
 				o.topics[key] = topic
 				o.reasons[key] = fmt.Sprintf("%s %d/%d", msg.Status, msg.Metadata.CompletedPlayers, msg.Metadata.ExpectedPlayers)
+				if msg.Status == batch.StatusPartial {
+					o.owed = append(o.owed, fmt.Sprintf("batch going on without data: %s (%s)", msg.Metadata.BatchID, msg.Metadata.StallReason))
+				}
 			default:
 				var msg struct {
 					TriggerID     string `json:"trigger_id"`
 					TriggerReason string `json:"trigger_reason"`
+					IsPartial     bool   `json:"is_partial"`
 				}
 				if err := json.Unmarshal(m.Data, &msg); err != nil || msg.TriggerID == "" || m.Attributes["trigger_id"] != msg.TriggerID {
 					o.problems = append(o.problems, fmt.Sprintf("trigger on %s without a trigger_id agreeing with its attribute: %s", topic, m.Data))
@@ -102,6 +115,9 @@ func (o *observation) messages(w *world) {
 				o.triggers[msg.TriggerID]++
 				o.topics[msg.TriggerID] = topic
 				o.reasons[msg.TriggerID] = msg.TriggerReason
+				if msg.IsPartial {
+					o.owed = append(o.owed, fmt.Sprintf("%s went on without data (%s)", m.Attributes["phase"], msg.TriggerReason))
+				}
 			}
 		}
 	}
@@ -110,7 +126,7 @@ func (o *observation) messages(w *world) {
 // historyRows counts the history table's rows by the key in their metadata.
 func (o *observation) historyRows(w *world) {
 	ds, table, _ := strings.Cut(w.cfg.BigQuery.HistoryTable, ".")
-	it, err := w.bq.Query(fmt.Sprintf("SELECT metadata FROM `%s.%s.%s`", w.bqProj, ds, table)).Read(w.ctx)
+	it, err := w.bq.Query(fmt.Sprintf("SELECT metadata FROM `%s.%s.%s`", bqProject, ds, table)).Read(w.ctx)
 	w.must(err, "query the history table")
 	for {
 		var row struct{ Metadata string }
@@ -148,6 +164,12 @@ func (o *observation) gates(w *world, p *config.Phase) {
 			}
 		}
 		slices.Sort(recs)
+		failed, _ := m["_failed_attempts"].(map[string]any)
+		for name, f := range failed {
+			if f, ok := f.(map[string]any); ok {
+				o.owed = append(o.owed, fmt.Sprintf("%s reported %v for %s", name, f["status"], d.Ref.ID))
+			}
+		}
 		path := p.Collection + "/" + d.Ref.ID
 		o.docs[path] = fmt.Sprintf("%v _completed_count=%v _triggered=%v", recs, m["_completed_count"], m["_triggered"])
 		if m["_completed_count"] != int64(done) {
@@ -185,6 +207,9 @@ func (o *observation) batches(w *world) {
 		}
 		if id, _ := m["batch_id"].(string); w.cfg.Batch.DualWrite.Enabled(id) && w.cfg.Batch.UseSubcollectionReads.Enabled(id) {
 			o.problems = append(o.problems, legacyArray(path, stringsOf(m[batch.FieldArray]), players, w.cfg.Batch.ArrayCap)...)
+			if len(players) > w.cfg.Batch.ArrayCap {
+				o.owed = append(o.owed, fmt.Sprintf("prediction batch %s: completed_players capped at %d", id, w.cfg.Batch.ArrayCap))
+			}
 		}
 	}
 }
@@ -221,23 +246,21 @@ func stringsOf(v any) []string {
 }
 
 // verdict compares an injected run with the recording: the same triggers
-// (each once, a copy only where the fault hit its publish or the commit
-// that recorded it), the same alerts (each once, a copy only where the
-// fault hit its post or the commit that recorded it; one that only the
-// fault raised must also be resolved), the same history rows (each once),
-// the same documents, and the run's own problems.
+// (each once, a copy only where the fault hit its publish or the reading
+// and commit that record it), the same alerts (each once, a copy only
+// where the fault hit that post or its record; one that only the fault
+// raised resolved too; a "resolved" sent wherever its alert was), the same
+// history rows (each once), the same documents, and the run's own
+// problems (which include every alert whose cause is on record).
 //
 // A fault may legitimately change the path: a trigger delayed past a late
-// completion goes out as all_complete where the recording's was partial,
-// and the partial alert is then not owed. Such a run (a trigger's reason
-// differs) is not held to the recording's alerts, only to sending none
-// twice and resolving what it raised.
-//
-// It also returns notes: the copies the fault was allowed to make.
+// completion goes out as all_complete where the recording's was partial; a
+// data check that failed is an error, not a block. An alert or history row
+// of the recording's path whose cause is not on record in the run is then
+// not owed; it is noted, not counted.
 func verdict(w *world, base, run *observation, calls []Call) (out, notes []string) {
 	out = slices.Clone(run.problems)
 	inj := slices.IndexFunc(calls, func(c Call) bool { return c.Fault != NoFault })
-	diverged := false
 	for _, k := range union(base.triggers, run.triggers) {
 		want, got := base.triggers[k], run.triggers[k]
 		allowed := want + allowTrigger(w, calls, inj, k, run.topics[k])
@@ -251,20 +274,22 @@ func verdict(w *world, base, run *observation, calls []Call) (out, notes []strin
 		case got > want:
 			notes = append(notes, fmt.Sprintf("a copy of %s", k))
 		}
-		diverged = diverged || run.reasons[k] != base.reasons[k]
+		if run.reasons[k] != base.reasons[k] && got > 0 {
+			notes = append(notes, fmt.Sprintf("%s went out as %s, the recording's %s", k, run.reasons[k], base.reasons[k]))
+		}
 	}
 	for _, k := range union(base.alerts, run.alerts) {
 		want, got := base.alerts[k], run.alerts[k]
 		route, title, _ := strings.Cut(k, " ")
 		allowed := max(want, 1) + allowAlert(calls, inj, route, title)
-		resolve, isResolve := strings.CutPrefix(title, "resolved:")
+		raise, isResolve := strings.CutPrefix(title, "resolved:")
 		switch {
 		case got > allowed:
 			out = append(out, fmt.Sprintf("alert %q sent %d times (%s)", k, got, copyCause(calls, inj)))
-		case got < want && !diverged:
-			out = append(out, fmt.Sprintf("alert %q never sent", k))
-		case got < want && isResolve && raisedIn(run.alerts, resolve):
+		case got < want && isResolve && raisedIn(run.alerts, raise):
 			out = append(out, fmt.Sprintf("alert %q never sent, though its alert was", k))
+		case got < want && !slices.Contains(run.owed, title):
+			notes = append(notes, fmt.Sprintf("%q not sent: its cause is not on record in this run", k))
 		case want == 0 && !isResolve && !resolvedIn(run.alerts, title):
 			out = append(out, fmt.Sprintf("alert %q raised by the fault, never resolved", k))
 		case got > max(want, 1):
@@ -276,8 +301,10 @@ func verdict(w *world, base, run *observation, calls []Call) (out, notes []strin
 		switch {
 		case want == 0:
 			out = append(out, fmt.Sprintf("history row %s the recording never wrote", k))
-		case got == 0:
+		case got == 0 && run.triggers[historyTrigger(k)] > 0:
 			out = append(out, fmt.Sprintf("history row %s lost", k))
+		case got == 0:
+			notes = append(notes, fmt.Sprintf("history row %s not written: its cause is not on record in this run", k))
 		case got > 1 && insertBursts(calls, k) > 1:
 			out = append(out, fmt.Sprintf("history row %s written %d times", k, got))
 		}
@@ -287,10 +314,16 @@ func verdict(w *world, base, run *observation, calls []Call) (out, notes []strin
 			out = append(out, fmt.Sprintf("%s is %s; the recording's %s", k, orNone(run.docs[k]), orNone(base.docs[k])))
 		}
 	}
-	if diverged {
-		notes = append(notes, "took another path (a trigger's reason differs from the recording's)")
-	}
 	return out, notes
+}
+
+// historyTrigger is the trigger a history key records: a trigger_id is its
+// own key, a batch's key is its id; a block's key names no trigger.
+func historyTrigger(key string) string {
+	if strings.Count(key, ":") == 2 {
+		return key
+	}
+	return "batch:" + key
 }
 
 func orNone(s string) string {

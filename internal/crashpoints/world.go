@@ -39,12 +39,6 @@ import (
 // New York, so 2026-01-19 is an overnight date.
 var Start = time.Date(2026, 1, 20, 6, 0, 0, 0, time.UTC)
 
-// BigQuery is the emulator the paths that need it share; each run keeps its
-// tables in datasets of its own.
-type BigQuery struct {
-	Host, Project string
-}
-
 // world is one run: a fresh project on the emulators, the App instances
 // serving it (one live at a time; a dead one is replaced by a fresh App, as
 // Cloud Run does), Pub/Sub's redelivery of what was not acknowledged, and
@@ -52,7 +46,6 @@ type BigQuery struct {
 type world struct {
 	ctx     context.Context
 	sc      *Scenario
-	run     int // the run's number, unique in the process: names its project and datasets
 	project string
 	cfg     *config.Config
 	clock   *clock.Fake
@@ -60,10 +53,8 @@ type world struct {
 	b       *boundary
 	fs      *firestore.Client // the world's own, outside the boundary
 	bus     *bus.Bus          // the world's own: the consumers' subscriptions
-	subs    map[string]*bus.Subscription
-	bq      *bigquery.Client // nil unless the path needs BigQuery
-	bqHost  string
-	bqProj  string
+	bq      *bigquery.Client  // nil unless the path needs BigQuery
+	bqEmu   *emulator.BigQuery
 
 	cur   *node
 	nodes []*node
@@ -98,9 +89,20 @@ func (w *world) must(err error, what string) {
 	}
 }
 
-func newWorld(ctx context.Context, sc *Scenario, run int, inject *Injection, bq *BigQuery) (*world, error) {
-	w := &world{ctx: ctx, sc: sc, run: run, project: fmt.Sprintf("cp%d-%d-%s", time.Now().UnixNano()%1e6, run, strings.ReplaceAll(sc.Name, "_", "-")),
-		clock: clock.NewFake(Start), slack: slacktest.New(), subs: map[string]*bus.Subscription{}}
+// bqProject is the BigQuery emulator's project: it holds the checked
+// tables and the history table.
+const bqProject = "crashpoints"
+
+// newWorld builds a run's world. A path that needs BigQuery gets an
+// emulator of its own (bqBin): one emulator shared by runs is poisoned for
+// all of them by one request cancelled in flight (it answers "sql:
+// connection is already closed" from then on), and a run's crash cancels
+// its instance's requests.
+//
+// run is the run's number, unique in the process: its project is its own.
+func newWorld(ctx context.Context, sc *Scenario, run int, inject *Injection, bqBin string) (*world, error) {
+	w := &world{ctx: ctx, sc: sc, project: fmt.Sprintf("cp%d-%d-%s", time.Now().UnixNano()%1e6, run, strings.ReplaceAll(sc.Name, "_", "-")),
+		clock: clock.NewFake(Start), slack: slacktest.New()}
 	if len(w.project) > 30 {
 		w.project = strings.TrimRight(w.project[:30], "-")
 	}
@@ -116,38 +118,47 @@ func newWorld(ctx context.Context, sc *Scenario, run int, inject *Injection, bq 
 	cfg.Alerts.SendBudget = 150 * time.Millisecond
 	cfg.Alerts.MaxElapsed = 150 * time.Millisecond
 	cfg.Alerts.RequestTimeout = 2 * time.Second
-	if bq != nil {
-		w.bqHost, w.bqProj = bq.Host, bq.Project
-		cfg.BigQuery.EmulatorHost, cfg.BigQuery.Project = bq.Host, bq.Project
-		cfg.BigQuery.HistoryTable = w.dataset("history") + ".phase_execution_log"
-	}
-	if sc.Config != nil {
-		sc.Config(w, cfg)
-	}
-	if err := cfg.Validate(); err != nil {
-		return nil, fmt.Errorf("crashpoints: %s: configuration: %w", sc.Name, err)
-	}
 	w.cfg = cfg
-	var err error
-	if w.fs, err = emulator.NewFirestore(ctx, w.project); err != nil {
+	if err := w.open(bqBin); err != nil {
+		w.close()
 		return nil, err
-	}
-	if w.bus, err = bus.New(ctx, w.project, true); err != nil {
-		return nil, err
-	}
-	for _, topic := range w.topics() {
-		s, err := w.bus.Subscribe(ctx, topic, fmt.Sprintf("consumer-%s", topic))
-		if err != nil {
-			return nil, err
-		}
-		w.subs[topic] = s
-	}
-	if bq != nil {
-		if w.bq, err = bqclient.New(ctx, bq.Project, bq.Host); err != nil {
-			return nil, err
-		}
 	}
 	return w, nil
+}
+
+// open starts what the run needs: its BigQuery emulator, the path's
+// configuration, the world's own clients, the consumers' subscriptions.
+func (w *world) open(bqBin string) error {
+	ctx, cfg := w.ctx, w.cfg
+	var err error
+	if w.sc.BigQuery {
+		if w.bqEmu, err = emulator.StartBigQuery(ctx, bqBin, bqProject, os.Getenv("PHASEGATE_EMULATOR_LOGS")); err != nil {
+			return err
+		}
+		cfg.BigQuery.EmulatorHost, cfg.BigQuery.Project = w.bqEmu.Host, bqProject
+		cfg.BigQuery.HistoryTable = w.dataset("history") + ".phase_execution_log"
+		if w.bq, err = bqclient.New(ctx, bqProject, w.bqEmu.Host); err != nil {
+			return err
+		}
+	}
+	if w.sc.Config != nil {
+		w.sc.Config(w, cfg)
+	}
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("crashpoints: %s: configuration: %w", w.sc.Name, err)
+	}
+	if w.fs, err = emulator.NewFirestore(ctx, w.project); err != nil {
+		return err
+	}
+	if w.bus, err = bus.New(ctx, w.project, true); err != nil {
+		return err
+	}
+	for _, topic := range w.topics() {
+		if _, err := w.bus.Subscribe(ctx, topic, "consumer-"+topic); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // topics are the ones a consumer watches: the outputs of what phasegate
@@ -165,18 +176,27 @@ func (w *world) topics() []string {
 	return out
 }
 
-// dataset names a BigQuery dataset of this run.
-func (w *world) dataset(name string) string { return fmt.Sprintf("r%d_%s", w.run, name) }
+// dataset names a BigQuery dataset of the run. Every run has its own
+// emulator, so the name is the same in each, and so are the sites that
+// name it (BigQuery.insertAll history.phase_execution_log).
+func (w *world) dataset(name string) string { return "cp_" + name }
 
 func (w *world) close() {
 	for _, n := range w.nodes {
 		n.close()
 	}
 	w.slack.Close()
-	w.fs.Close()
-	w.bus.Close()
+	if w.fs != nil {
+		w.fs.Close()
+	}
+	if w.bus != nil {
+		w.bus.Close()
+	}
 	if w.bq != nil {
 		w.bq.Close()
+	}
+	if w.bqEmu != nil {
+		w.bqEmu.Stop()
 	}
 }
 
