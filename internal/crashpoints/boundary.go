@@ -77,8 +77,6 @@ type Injection struct {
 	Fault Fault
 }
 
-func (i Injection) String() string { return i.Point.String() + " " + i.Fault.String() }
-
 // boundary sees every external call of one run's App instances: it names
 // each call, numbers it at its site, and applies the run's one injection.
 type boundary struct {
