@@ -34,9 +34,10 @@
 // record), the history rows (one per trigger and batch), the documents'
 // contract fields (CONTRACT §4: every completion recorded, exact counts, a
 // legacy array complete up to its cap) — compared with the recording run.
-// Only owedOrClaimed reads phasegate's own bookkeeping, to say that nothing
-// is left owed or claimed; it is the one function to change when that
-// bookkeeping changes.
+// Only owed.go reads phasegate's own bookkeeping: owedOrClaimed, to say
+// that nothing is left owed or claimed, and recordsDelivery, to know the
+// commit that records a delivery (where a fault may leave a copy). It is
+// the one file to change when that bookkeeping changes.
 //
 // What it cannot show: one fault per run, in one order, with one message in
 // flight at a time. Concurrency, contention, reordering, re-publication

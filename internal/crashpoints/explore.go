@@ -156,7 +156,7 @@ func play(ctx context.Context, sc *Scenario, inj *Injection, base *observation, 
 	if base == nil {
 		out.Violations = alone(obs, calls)
 	} else {
-		out.Violations, out.Notes = verdict(w, base, obs, calls)
+		out.Violations, out.Notes = verdict(base, obs, calls)
 	}
 	return out, obs, calls
 }

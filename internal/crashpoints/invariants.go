@@ -24,8 +24,11 @@ type observation struct {
 	reasons  map[string]string // trigger key → trigger_reason, or a batch message's status and counts
 	topics   map[string]string // trigger key → topic
 	alerts   map[string]int    // "route title" → messages Slack took
-	history  map[string]int    // history key → rows in the table
-	docs     map[string]string // document → its contract fields, summarised
+	// groups count the distinct alerts and "resolved"s Slack took per date
+	// and phase (a "resolved" has its own title, so it pairs by these).
+	groups  map[string]*group
+	history map[string]int    // history key → rows in the table
+	docs    map[string]string // document → its contract fields, summarised
 	// owed are the titles of alerts whose cause is on record: a partial
 	// trigger or batch message, a failure in _failed_attempts, a capped
 	// array with a completed player left out.
@@ -35,10 +38,20 @@ type observation struct {
 
 func (w *world) observe() *observation {
 	o := &observation{triggers: map[string]int{}, reasons: map[string]string{}, topics: map[string]string{},
-		alerts: map[string]int{}, history: map[string]int{}, docs: map[string]string{}}
+		alerts: map[string]int{}, groups: map[string]*group{}, history: map[string]int{}, docs: map[string]string{}}
 	o.messages(w)
 	for _, p := range w.slack.Delivered() {
-		o.alerts[p.Path+" "+TitleOf(p.Text)]++
+		title := TitleOf(p.Text)
+		o.alerts[p.Path+" "+title]++
+		g := groupOf(p.Body)
+		if o.groups[g] == nil {
+			o.groups[g] = &group{raised: map[string]bool{}, resolved: map[string]bool{}}
+		}
+		if strings.HasPrefix(title, "resolved:") {
+			o.groups[g].resolved[title] = true
+		} else {
+			o.groups[g].raised[title] = true
+		}
 	}
 	if w.bq != nil {
 		o.historyRows(w)
@@ -62,6 +75,45 @@ func (w *world) observe() *observation {
 	o.problems = append(o.problems, w.fourxx...)
 	w.mu.Unlock()
 	return o
+}
+
+// group is the alerts of one date and phase.
+type group struct{ raised, resolved map[string]bool }
+
+// groupOf reads an alert's date and phase from its Slack message: the
+// "Date" and "Phase" fields of an alert, the context line ("date · phase ·
+// detail") of a "resolved".
+func groupOf(body map[string]any) string {
+	var date, phase string
+	blocks, _ := body["blocks"].([]any)
+	for _, b := range blocks {
+		b, _ := b.(map[string]any)
+		fields, _ := b["fields"].([]any)
+		for _, f := range fields {
+			text, _ := f.(map[string]any)["text"].(string)
+			if v, ok := strings.CutPrefix(text, "*Date*\n"); ok {
+				date = v
+			}
+			if v, ok := strings.CutPrefix(text, "*Phase*\n"); ok {
+				phase = v
+			}
+		}
+		if b["type"] == "context" && date == "" {
+			elems, _ := b["elements"].([]any)
+			for _, e := range elems {
+				text, _ := e.(map[string]any)["text"].(string)
+				parts := strings.Split(text, " · ")
+				date = parts[0]
+				if len(parts) > 1 && strings.Contains(parts[1], "phase") {
+					phase = parts[1]
+				}
+			}
+		}
+	}
+	if phase == "" || phase == "–" {
+		phase = "-"
+	}
+	return date + " " + phase
 }
 
 func prefix(p string, s []string) []string {
@@ -246,24 +298,25 @@ func stringsOf(v any) []string {
 }
 
 // verdict compares an injected run with the recording: the same triggers
-// (each once, a copy only where the fault hit its publish or the reading
-// and commit that record it), the same alerts (each once, a copy only
-// where the fault hit that post or its record; one that only the fault
-// raised resolved too; a "resolved" sent wherever its alert was), the same
-// history rows (each once), the same documents, and the run's own
-// problems (which include every alert whose cause is on record).
+// (each once, a copy only where the fault hit its publish or what records
+// it), the same alerts (each once, a copy only where the fault hit that
+// post or what records it), every alert of a date and phase resolved when
+// the recording resolved all of that date and phase's (a "resolved" has a
+// title of its own, so it pairs by date and phase), the same history rows
+// (each once), the same documents, and the run's own problems (which
+// include every alert whose cause is on record).
 //
 // A fault may legitimately change the path: a trigger delayed past a late
 // completion goes out as all_complete where the recording's was partial; a
 // data check that failed is an error, not a block. An alert or history row
 // of the recording's path whose cause is not on record in the run is then
 // not owed; it is noted, not counted.
-func verdict(w *world, base, run *observation, calls []Call) (out, notes []string) {
+func verdict(base, run *observation, calls []Call) (out, notes []string) {
 	out = slices.Clone(run.problems)
 	inj := slices.IndexFunc(calls, func(c Call) bool { return c.Fault != NoFault })
 	for _, k := range union(base.triggers, run.triggers) {
 		want, got := base.triggers[k], run.triggers[k]
-		allowed := want + allowTrigger(w, calls, inj, k, run.topics[k])
+		allowed := want + allowTrigger(calls, inj, run.topics[k])
 		switch {
 		case want == 0:
 			out = append(out, fmt.Sprintf("trigger %s (%s) the recording never published, %d times", k, run.reasons[k], got))
@@ -282,18 +335,26 @@ func verdict(w *world, base, run *observation, calls []Call) (out, notes []strin
 		want, got := base.alerts[k], run.alerts[k]
 		route, title, _ := strings.Cut(k, " ")
 		allowed := max(want, 1) + allowAlert(calls, inj, route, title)
-		raise, isResolve := strings.CutPrefix(title, "resolved:")
 		switch {
 		case got > allowed:
 			out = append(out, fmt.Sprintf("alert %q sent %d times (%s)", k, got, copyCause(calls, inj)))
-		case got < want && isResolve && raisedIn(run.alerts, raise):
-			out = append(out, fmt.Sprintf("alert %q never sent, though its alert was", k))
 		case got < want && !slices.Contains(run.owed, title):
 			notes = append(notes, fmt.Sprintf("%q not sent: its cause is not on record in this run", k))
-		case want == 0 && !isResolve && !resolvedIn(run.alerts, title):
-			out = append(out, fmt.Sprintf("alert %q raised by the fault, never resolved", k))
 		case got > max(want, 1):
 			notes = append(notes, fmt.Sprintf("a copy of alert %q", k))
+		}
+	}
+	for _, g := range union(base.groups, run.groups) {
+		b, r := base.groups[g], run.groups[g]
+		if r == nil {
+			continue
+		}
+		unresolved := 0 // alerts the recording left open (a stall, a capped array): causes that never clear
+		if b != nil {
+			unresolved = max(len(b.raised)-len(b.resolved), 0)
+		}
+		if need := len(r.raised) - unresolved; len(r.resolved) < need {
+			out = append(out, fmt.Sprintf("alerts of %s: %d raised, %d resolved, the recording left %d open", g, len(r.raised), len(r.resolved), unresolved))
 		}
 	}
 	for _, k := range union(base.history, run.history) {
@@ -344,8 +405,6 @@ func union[V any](a, b map[string]V) []string {
 	return ks
 }
 
-func resolvedIn(alerts map[string]int, title string) bool { return raisedIn(alerts, "resolved:"+title) }
-
 func raisedIn(alerts map[string]int, title string) bool {
 	for k := range alerts {
 		if _, t, _ := strings.Cut(k, " "); t == title {
@@ -355,64 +414,60 @@ func raisedIn(alerts map[string]int, title string) bool {
 	return false
 }
 
-// allowTrigger is 1 when the injected call is the trigger's publish, or the
-// first commit to the trigger's document after its publish took effect
-// (the confirm that records it).
-func allowTrigger(w *world, calls []Call, inj int, key, topic string) int {
+// allowTrigger is 1 when the injected call is the trigger's publish, or
+// records it (see recordOf).
+func allowTrigger(calls []Call, inj int, topic string) int {
 	if inj < 0 {
 		return 0
 	}
-	c := calls[inj]
-	if c.Method == "Publish" && c.Resource == topic {
+	if c := calls[inj]; c.Method == "Publish" && c.Resource == topic {
 		return 1
 	}
-	coll := batch.Collection
-	if !strings.HasPrefix(key, "batch:") {
-		phase, _, _ := strings.Cut(key, ":")
-		p, _ := w.cfg.Phase(phase)
-		coll = p.Collection
-	}
-	return recordOf(calls, inj, func(x Call) bool { return x.Method == "Publish" && x.Resource == topic }, coll)
+	return recordOf(calls, inj, func(x Call) bool { return x.Method == "Publish" && x.Resource == topic })
 }
 
-// allowAlert is 1 when the injected call is the alert's post, or the first
-// commit to the alert outbox after the post took effect.
+// allowAlert is 1 when the injected call is the alert's post, or records
+// it.
 func allowAlert(calls []Call, inj int, route, title string) int {
 	if inj < 0 {
 		return 0
 	}
-	c := calls[inj]
-	if c.Method == "SlackPost" && c.Resource == route && c.Key == title {
+	if c := calls[inj]; c.Method == "SlackPost" && c.Resource == route && c.Key == title {
 		return 1
 	}
-	return recordOf(calls, inj, func(x Call) bool { return x.Method == "SlackPost" && x.Resource == route && x.Key == title }, "orchestrator_alerts")
+	return recordOf(calls, inj, func(x Call) bool { return x.Method == "SlackPost" && x.Resource == route && x.Key == title })
 }
 
 // recordOf is 1 when calls[inj] records the last call before it matching
-// sent that its destination took: a call on coll (the read of a
-// read-modify-write, or the commit) from the sending instance, up to and
-// including its first commit to coll.
-func recordOf(calls []Call, inj int, sent func(Call) bool, coll string) int {
+// sent that its destination took: a call of the sending instance after it,
+// up to and including the first commit that records a delivery.
+func recordOf(calls []Call, inj int, sent func(Call) bool) int {
 	first := -1
 	for i := inj - 1; i >= 0 && first < 0; i-- {
 		if sent(calls[i]) && calls[i].Took {
 			first = i
 		}
 	}
-	if first < 0 {
+	if first < 0 || calls[inj].Inst != calls[first].Inst {
 		return 0
 	}
-	for i := first + 1; i <= inj; i++ {
-		x := calls[i]
-		if x.Inst != calls[first].Inst || !slices.Contains(strings.Split(x.Resource, "+"), coll) {
-			continue
-		}
-		if i == inj {
-			return 1
-		}
-		if x.Method == "Commit" {
+	for i := first + 1; i < inj; i++ {
+		if calls[i].Inst == calls[first].Inst && recordsDelivery(calls[i]) {
 			return 0
 		}
+	}
+	switch c := calls[inj]; {
+	case c.Method == "Commit":
+		return b2i(recordsDelivery(c))
+	case c.Method == "Publish", c.Method == "SlackPost", strings.HasPrefix(c.Method, "BigQuery"):
+		return 0
+	}
+	return 1 // a read of the read-modify-write that records it
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
 	}
 	return 0
 }

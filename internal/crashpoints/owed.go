@@ -3,31 +3,52 @@ package crashpoints
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 
 	"cloud.google.com/go/firestore"
 
-	"github.com/phasegate/phasegate/internal/alert"
 	"github.com/phasegate/phasegate/internal/batch"
 	"github.com/phasegate/phasegate/internal/config"
-	"github.com/phasegate/phasegate/internal/history"
+	"github.com/phasegate/phasegate/internal/effect"
 )
 
 // ─── STORAGE-DEPENDENT ─────────────────────────────────────────────────
 //
+// This file is the only part of the explorer that knows how phasegate
+// keeps its own bookkeeping: what it still owes (owedOrClaimed) and which
+// commit records that a publish or post was delivered (recordsDelivery,
+// where a fault may leave one copy).
+
+// recordsDelivery reports whether a call is a commit to where phasegate
+// records that a publish or a Slack post it made was delivered: an effect
+// record (a publish's also confirms its gate or batch, in the same commit).
+func recordsDelivery(c Call) bool {
+	return c.Method == "Commit" && slices.Contains(strings.Split(c.Resource, "+"), effect.Collection)
+}
+
 // owedOrClaimed is the one place in the explorer that knows how phasegate
 // stores what it still owes or has claimed; everything else is checked
 // from outside (messages a consumer receives, Slack posts, BigQuery rows,
-// the contract fields of CONTRACT §4). It lists each thing left owed or
-// claimed, empty when phasegate is done. Today that is spread over five
-// mechanisms: a gate's _trigger_state and _open, a batch's
-// completion_state, the alert outbox (orchestrator_alerts) and the history
-// outbox (orchestrator_history). With the effect log it becomes: every
-// record of orchestrator_effects not performed, plus any claim.
+// the contract fields of CONTRACT §4). It lists each thing left owed,
+// failed or claimed, empty when phasegate is done: every effect of
+// orchestrator_effects not done (owed, or failed: no destination here
+// refuses anything), and every gate or batch whose trigger or completion
+// is claimed and not confirmed (_trigger_state, _open, completion_state).
 //
-// It reads whole collections: a run's project holds a handful of
-// documents, and a plain scan needs no index.
+// The gate and batch documents are read whole: a run's project holds a
+// handful of documents, and a plain scan needs no index.
 func owedOrClaimed(ctx context.Context, fs *firestore.Client, cfg *config.Config) ([]string, error) {
 	var out []string
+	for _, state := range []effect.State{effect.Owed, effect.Failed} {
+		recs, err := effect.List(ctx, fs, cfg.Names(), state, 1000)
+		if err != nil {
+			return nil, fmt.Errorf("crashpoints: %w", err)
+		}
+		for _, r := range recs {
+			out = append(out, fmt.Sprintf("effect %s %s (%s)", r.Key, state, r.LastError))
+		}
+	}
 	scan := func(coll string, f func(*firestore.DocumentSnapshot)) error {
 		docs, err := fs.Collection(coll).Documents(ctx).GetAll()
 		if err != nil {
@@ -52,34 +73,10 @@ func owedOrClaimed(ctx context.Context, fs *firestore.Client, cfg *config.Config
 			return nil, err
 		}
 	}
-	steps := []struct {
-		coll string
-		f    func(*firestore.DocumentSnapshot)
-	}{
-		{batch.Collection, func(d *firestore.DocumentSnapshot) {
-			if s, _ := d.Data()[batch.FieldState].(string); s == "claimed" || s == "released" {
-				out = append(out, fmt.Sprintf("%s/%s completion %s", batch.Collection, d.Ref.ID, s))
-			}
-		}},
-		{alert.Collection, func(d *firestore.DocumentSnapshot) {
-			m := d.Data()
-			if m["state"] == alert.StatePending {
-				out = append(out, fmt.Sprintf("alert %v owed", m["key"]))
-			}
-			if m["resolve_state"] == alert.StatePending {
-				out = append(out, fmt.Sprintf("alert %v: resolved owed", m["key"]))
-			}
-		}},
-		{history.Collection, func(d *firestore.DocumentSnapshot) {
-			if d.Data()["state"] == history.StatePending {
-				out = append(out, fmt.Sprintf("history row %s owed", d.Ref.ID))
-			}
-		}},
-	}
-	for _, s := range steps {
-		if err := scan(s.coll, s.f); err != nil {
-			return nil, err
+	err := scan(batch.Collection, func(d *firestore.DocumentSnapshot) {
+		if s, _ := d.Data()[batch.FieldState].(string); s == "claimed" || s == "released" {
+			out = append(out, fmt.Sprintf("%s/%s completion %s", batch.Collection, d.Ref.ID, s))
 		}
-	}
-	return out, nil
+	})
+	return out, err
 }

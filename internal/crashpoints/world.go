@@ -132,7 +132,12 @@ func (w *world) open(bqBin string) error {
 	ctx, cfg := w.ctx, w.cfg
 	var err error
 	if w.sc.BigQuery {
-		if w.bqEmu, err = emulator.StartBigQuery(ctx, bqBin, bqProject, os.Getenv("PHASEGATE_EMULATOR_LOGS")); err != nil {
+		// A start can lose its free port to another process between the
+		// pick and the listen; a second pick finds another.
+		for try := 0; try < 3 && (try == 0 || err != nil); try++ {
+			w.bqEmu, err = emulator.StartBigQuery(ctx, bqBin, bqProject, os.Getenv("PHASEGATE_EMULATOR_LOGS"))
+		}
+		if err != nil {
 			return err
 		}
 		cfg.BigQuery.EmulatorHost, cfg.BigQuery.Project = w.bqEmu.Host, bqProject
