@@ -439,8 +439,13 @@ func allowAlert(calls []Call, inj int, route, title string) int {
 }
 
 // recordOf is 1 when calls[inj] records the last call before it matching
-// sent that its destination took: a call of the sending instance after it,
-// up to and including the first commit that records a delivery.
+// sent that its destination took — a read or the commit that records the
+// delivery, from the sending instance, before any such commit — or when
+// the instance crashed at any call of that window: it died between the
+// delivery and its record, the one case the contract allows a copy for
+// (effects are performed concurrently, so the call the crash hit may be
+// another effect's). A window widened by a slow call sequenced inside it
+// shows through the fail and err-after faults at that call instead.
 func recordOf(calls []Call, inj int, sent func(Call) bool) int {
 	first := -1
 	for i := inj - 1; i >= 0 && first < 0; i-- {
@@ -457,6 +462,8 @@ func recordOf(calls []Call, inj int, sent func(Call) bool) int {
 		}
 	}
 	switch c := calls[inj]; {
+	case c.Fault == Crash:
+		return 1
 	case c.Method == "Commit":
 		return b2i(recordsDelivery(c))
 	case c.Method == "Publish", c.Method == "SlackPost", strings.HasPrefix(c.Method, "BigQuery"):

@@ -24,9 +24,6 @@ type Scenario struct {
 	Proves string // what the path covers, for docs/reliability.md
 	// BigQuery paths skip when the emulator is not built.
 	BigQuery bool
-	// Background: work outlives responses (the legacy array's merge), so the
-	// world waits for the instances to go quiet before each sweep.
-	Background bool
 	// Settle is how far converge moves the clock at least: a timed rule
 	// (a deadline, a stall) whose start a fault delayed fires that much
 	// later than in the recording.
@@ -183,9 +180,8 @@ var Scenarios = []*Scenario{
 		},
 	},
 	{
-		Name:       "legacy_array",
-		Proves:     "the default mode (dual writes, subcollection reads) with array_cap 3 and five players: the capped array holds three players that completed, one cap alert",
-		Background: true,
+		Name:   "legacy_array",
+		Proves: "the default mode (dual writes, subcollection reads) with array_cap 3 and five players: the capped array holds three players that completed, one cap alert",
 		Config: func(_ *world, c *config.Config) {
 			own(c, config.BatchPhase)
 			c.Batch.ArrayCap = 3

@@ -113,7 +113,7 @@ func newWorld(ctx context.Context, sc *Scenario, run int, inject *Injection, bqB
 	cfg.Alerts.WebhookURLError = w.slack.Hook("error")
 	cfg.Alerts.WebhookURLWarning = w.slack.Hook("warning")
 	// Slack answers at once here; short budgets keep an outage's retries
-	// few, and the sweep's outbox does the rest on the fake clock.
+	// few, and the sweep does the rest on the fake clock.
 	cfg.Alerts.MinInterval = 0
 	cfg.Alerts.SendBudget = 150 * time.Millisecond
 	cfg.Alerts.MaxElapsed = 150 * time.Millisecond
@@ -242,7 +242,7 @@ func (w *world) node() *node {
 			// A first retry later than the send budget makes every send
 			// one post, so the number of posts (and each call's
 			// occurrence) does not depend on the machine's speed; the
-			// outbox retries on the fake clock. A breaker open for real
+			// sweep retries on the fake clock. A breaker open for real
 			// seconds would outlast a run whose clock is fake.
 			alert.WithRetryBase(time.Second), alert.WithBreaker(5, time.Millisecond)},
 		BigQueryOptions: []option.ClientOption{option.WithHTTPClient(&http.Client{
@@ -338,27 +338,9 @@ func (w *world) Sweep() {
 // Advance moves the fake clock.
 func (w *world) Advance(d time.Duration) { w.clock.Advance(d) }
 
-// quiet waits until no instance has made a call for a while: background
-// work (the legacy array's merge) runs on real time.
-func (w *world) quiet() {
-	const still = 1500 * time.Millisecond
-	deadline := time.Now().Add(15 * time.Second)
-	n := len(w.b.Calls())
-	last := time.Now()
-	for time.Now().Before(deadline) {
-		time.Sleep(100 * time.Millisecond)
-		if m := len(w.b.Calls()); m != n {
-			n, last = m, time.Now()
-		}
-		if time.Since(last) >= still {
-			return
-		}
-	}
-}
-
 // convergeSteps move the clock past every lease (claims 60 s, alert
-// sends), then through the alert outbox's backoffs (5 min doubling to 1 h)
-// and the history outbox's.
+// sends), then through the backoffs of what the sweep retries (Slack's
+// 5 min doubling to 1 h, BigQuery's).
 var convergeSteps = []time.Duration{0, 61 * time.Second, 5 * time.Minute, 10 * time.Minute, 20 * time.Minute,
 	40 * time.Minute, time.Hour, time.Hour, time.Hour}
 
@@ -372,13 +354,7 @@ func (w *world) converge() {
 		w.Advance(d)
 		moved += d
 		w.redeliver()
-		if w.sc.Background {
-			w.quiet()
-		}
 		w.Sweep()
-		if w.sc.Background {
-			w.quiet()
-		}
 		if i == 0 || moved < w.sc.Settle {
 			continue
 		}
