@@ -457,7 +457,7 @@ func recordOf(calls []Call, inj int, sent func(Call) bool) int {
 		return 0
 	}
 	for i := first + 1; i < inj; i++ {
-		if calls[i].Inst == calls[first].Inst && recordsDelivery(calls[i]) {
+		if calls[i].Inst == calls[first].Inst && recordsDelivery(calls[i], calls[first]) {
 			return 0
 		}
 	}
@@ -465,7 +465,7 @@ func recordOf(calls []Call, inj int, sent func(Call) bool) int {
 	case c.Fault == Crash:
 		return 1
 	case c.Method == "Commit":
-		return b2i(recordsDelivery(c))
+		return b2i(recordsDelivery(c, calls[first]))
 	case c.Method == "Publish", c.Method == "SlackPost", strings.HasPrefix(c.Method, "BigQuery"):
 		return 0
 	}

@@ -20,11 +20,16 @@ import (
 // commit records that a publish or post was delivered (recordsDelivery,
 // where a fault may leave one copy).
 
-// recordsDelivery reports whether a call is a commit to where phasegate
-// records that a publish or a Slack post it made was delivered: an effect
-// record (a publish's also confirms its gate or batch, in the same commit).
-func recordsDelivery(c Call) bool {
-	return c.Method == "Commit" && slices.Contains(strings.Split(c.Resource, "+"), effect.Collection)
+// recordsDelivery reports whether commit c is where phasegate records that
+// sent (a publish or a Slack post) was delivered: its effect record, which
+// for a publish is written with the confirm of its gate or batch, in the
+// same commit.
+func recordsDelivery(c, sent Call) bool {
+	colls := strings.Split(c.Resource, "+")
+	if c.Method != "Commit" || !slices.Contains(colls, effect.Collection) {
+		return false
+	}
+	return (len(colls) > 1) == (sent.Method == "Publish")
 }
 
 // owedOrClaimed is the one place in the explorer that knows how phasegate
