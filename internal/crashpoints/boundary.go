@@ -63,7 +63,9 @@ type Call struct {
 	At    time.Time // the fake clock when it was made
 	Fault Fault     // what was injected into it
 	// Took: the destination accepted it (a Slack post answered 2xx, an
-	// RPC that succeeded), whatever the caller was then told.
+	// RPC that succeeded), whatever the caller was then told — or may
+	// have: it was in flight when its instance died, and its answer was
+	// lost with it.
 	Took bool
 	// Key names what a post or an insert carries: a Slack post's alert
 	// title ("resolved:" prefixed for a follow-up), a BigQuery insert's row
@@ -206,7 +208,7 @@ func (p *port) unary(ctx context.Context, method string, req, reply any, cc *grp
 		return errQuota
 	}
 	err := invoker(ctx, method, req, reply, cc, opts...)
-	if err == nil {
+	if err == nil || p.in.dead.Load() {
 		p.b.took(i)
 	}
 	switch {
@@ -367,7 +369,7 @@ func (rt roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, timeoutError{"crashpoints: injected timeout before the request was sent"}
 	}
 	resp, err := rt.next.RoundTrip(req)
-	if err == nil && resp.StatusCode/100 == 2 {
+	if (err == nil && resp.StatusCode/100 == 2) || rt.p.in.dead.Load() {
 		rt.p.b.took(i)
 	}
 	switch {
