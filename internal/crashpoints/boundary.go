@@ -67,9 +67,10 @@ type Call struct {
 	// have: it was in flight when its instance died, and its answer was
 	// lost with it.
 	Took bool
-	// Key names what a post or an insert carries: a Slack post's alert
-	// title ("resolved:" prefixed for a follow-up), a BigQuery insert's row
-	// ids (the history keys).
+	// Key names what a post, an insert or a commit carries: a Slack post's
+	// alert title ("resolved:" prefixed for a follow-up), a BigQuery
+	// insert's row ids (the history keys), Confirmed for a commit that
+	// confirms a trigger or batch.
 	Key string
 }
 
@@ -197,7 +198,7 @@ func (p *port) unary(ctx context.Context, method string, req, reply any, cc *grp
 		}
 		return invoker(ctx, method, req, reply, cc, opts...)
 	}
-	i, f, alive := p.b.begin(p.in, site, write, "")
+	i, f, alive := p.b.begin(p.in, site, write, confirms(req))
 	if !alive {
 		return errDead
 	}
@@ -292,6 +293,25 @@ func nameUnary(req any) (Site, bool, bool) {
 		return Site{"Publish", lastSegment(r.GetTopic())}, true, true
 	}
 	return Site{}, false, false
+}
+
+// Confirmed is a commit's Key when it confirms a trigger or a batch
+// completion by its contract fields (CONTRACT §4: _triggered, "true only
+// once the trigger is published"; is_complete): the record of a publish.
+const Confirmed = "confirms"
+
+func confirms(req any) string {
+	c, ok := req.(*firestorepb.CommitRequest)
+	if !ok {
+		return ""
+	}
+	for _, w := range c.GetWrites() {
+		f := w.GetUpdate().GetFields()
+		if f["_triggered"].GetBooleanValue() || f["is_complete"].GetBooleanValue() {
+			return Confirmed
+		}
+	}
+	return ""
 }
 
 func nameStream(method string, req any) (Site, bool) {

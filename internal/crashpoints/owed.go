@@ -3,8 +3,6 @@ package crashpoints
 import (
 	"context"
 	"fmt"
-	"slices"
-	"strings"
 
 	"cloud.google.com/go/firestore"
 
@@ -21,15 +19,17 @@ import (
 // where a fault may leave one copy).
 
 // recordsDelivery reports whether commit c is where phasegate records that
-// sent (a publish or a Slack post) was delivered: its effect record, which
-// for a publish is written with the confirm of its gate or batch, in the
-// same commit.
+// sent was delivered. A publish's record is the commit that confirms its
+// gate or batch (known from outside, by the contract fields it sets); a
+// Slack post's is a commit of its effect record alone.
 func recordsDelivery(c, sent Call) bool {
-	colls := strings.Split(c.Resource, "+")
-	if c.Method != "Commit" || !slices.Contains(colls, effect.Collection) {
+	if c.Method != "Commit" {
 		return false
 	}
-	return (len(colls) > 1) == (sent.Method == "Publish")
+	if sent.Method == "Publish" {
+		return c.Key == Confirmed
+	}
+	return c.Resource == effect.Collection
 }
 
 // owedOrClaimed is the one place in the explorer that knows how phasegate
