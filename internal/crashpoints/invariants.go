@@ -441,12 +441,22 @@ func allowAlert(calls []Call, inj int, route, title string) int {
 // recordOf is 1 when calls[inj] records the last call before it matching
 // sent that its destination took — a read or the commit that records the
 // delivery, from the sending instance, before any such commit — or when
-// the instance crashed at any call of that window: it died between the
-// delivery and its record, the one case the contract allows a copy for
-// (effects are performed concurrently, so the call the crash hit may be
-// another effect's). A window widened by a slow call sequenced inside it
-// shows through the fail and err-after faults at that call instead.
+// calls[inj] crashed an instance that had made such a call and not yet
+// recorded it: it died between the delivery and its record, the one case
+// the contract allows a copy for. Effects are performed concurrently, so
+// the call the crash hit may be another effect's, begun before or after
+// the delivery; a window widened by a slow call sequenced inside it shows
+// through that call's fail and err-after faults instead.
 func recordOf(calls []Call, inj int, sent func(Call) bool) int {
+	if calls[inj].Fault == Crash {
+		inst := calls[inj].Inst
+		for i, x := range calls {
+			if x.Inst == inst && sent(x) && x.Took && !recordedAfter(calls, i) {
+				return 1
+			}
+		}
+		return 0
+	}
 	first := -1
 	for i := inj - 1; i >= 0 && first < 0; i-- {
 		if sent(calls[i]) && calls[i].Took {
@@ -462,14 +472,23 @@ func recordOf(calls []Call, inj int, sent func(Call) bool) int {
 		}
 	}
 	switch c := calls[inj]; {
-	case c.Fault == Crash:
-		return 1
 	case c.Method == "Commit":
 		return b2i(recordsDelivery(c, calls[first]))
 	case c.Method == "Publish", c.Method == "SlackPost", strings.HasPrefix(c.Method, "BigQuery"):
 		return 0
 	}
 	return 1 // a read of the read-modify-write that records it
+}
+
+// recordedAfter reports whether calls[i]'s instance recorded its delivery
+// later (a commit that took).
+func recordedAfter(calls []Call, i int) bool {
+	for _, x := range calls[i+1:] {
+		if x.Inst == calls[i].Inst && x.Took && recordsDelivery(x, calls[i]) {
+			return true
+		}
+	}
+	return false
 }
 
 func b2i(b bool) int {
