@@ -613,10 +613,13 @@ func TestCheck(t *testing.T) {
 // TestFirestoreContention: an operation someone else started on a
 // collection group the run changes makes it wait, not fail.
 func TestFirestoreContention(t *testing.T) {
-	p := newProject(t)
-	p.change(func(s *fakegcloud.State) { s.Busy["prediction_batches"] = 2 })
+	p := deployedProject(t)
+	p.change(func(s *fakegcloud.State) {
+		delete(s.Fields, "prediction_batches/completed_players")
+		s.Busy["prediction_batches"] = 2
+	})
 	r := p.deploy(nil)
-	if !strings.Contains(r.stderr, "for Firestore to finish another operation on the same collection group") {
+	if !strings.Contains(r.stderr, "waiting 5s for Firestore to finish another operation on the same collection group") {
 		t.Errorf("it did not wait for the collection group:\n%s", r.stderr)
 	}
 	if f := p.state().Fields["prediction_batches/completed_players"]; f == nil || f.Indexes == nil {

@@ -233,7 +233,7 @@ fetch() {
 		"$@" >"$TMP/r.$name" 2>"$TMP/r.$name.err" || rc=$?
 		if ((${rc:-0} == 0)); then
 			# gcloud prints nothing for an empty list in some formats.
-			[[ -z $default ]] || jq -e . "$TMP/r.$name" >/dev/null 2>&1 || printf '%s' "$default" >"$TMP/r.$name"
+			[[ -s $TMP/r.$name ]] || printf '%s' "$default" >"$TMP/r.$name"
 		elif no_database "$TMP/r.$name.err"; then
 			printf '%s' "$default" >"$TMP/r.$name"
 		else
@@ -490,10 +490,10 @@ plan_grants() { # kind resource read-name
 		else
 			step "$status" "$key" "$read" -- grant_apply add "$g"
 		fi
-	done < <(jq -rn --arg kind "$kind" --arg res "$res" --argjson ours "$OURS" \
-		--slurpfile want <(jq -c --arg k "$kind" --arg r "$res" 'select(.kind == $k and .resource == $r)' "$GRANTS") \
+	done < <(jq -rn --arg kind "$kind" --arg res "$res" --argjson ours "$OURS" --slurpfile grants "$GRANTS" \
 		--slurpfile pol "$TMP/r.$read" '
 		def cond: if . then {expression, title} else null end;
+		[$grants[] | select(.kind == $kind and .resource == $res)] as $want |
 		def key: "grant \(.role) to \(.member) on \(.kind) \(.resource)" + (if .condition then
 			" if \(.condition.title) (\([.condition.expression | scan("datasets/([A-Za-z0-9_]+)\"")[0]] | unique | join(",")))"
 			else "" end);
@@ -517,7 +517,9 @@ policy_of() { # kind resource
 # exists reports whether a list read holds a resource whose name (the last
 # path segment, or the field given) is NAME.
 exists() { # read-name name [jq-path-to-name]
-	jq -e --arg n "$2" "any(.[]; (${3:-.name} // \"\" | split(\"/\") | last) == \$n)" "$TMP/r.$1" >/dev/null
+	local names=$TMP/r.$1.names${3:-.name}
+	[[ -e $names ]] || jq -r ".[] | ${3:-.name} // \"\" | split(\"/\") | last" "$TMP/r.$1" >"$names"
+	grep -qxF -- "$2" "$names"
 }
 # listed prints the item of a list read named NAME.
 listed() { # read-name name [jq-path-to-name]
@@ -553,6 +555,7 @@ refetch() {
 	local name=$1 default=$2 api=$3
 	shift 3
 	[[ $JUST_ENABLED == *" $api "* ]] || return 0
+	rm -f "$TMP/r.$name.names".*
 	if attempt "$@"; then
 		cp "$OUT" "$TMP/r.$name"
 	elif no_database "$OUT.err"; then
@@ -765,12 +768,15 @@ if ! $DRY_RUN; then
 		STOP+=("firestore $c")
 		! $CHECK || step "conflict: ${c#*: }" "firestore ${c%%: *}" "fields ttls" -- true
 	done < <(firestore_conflicts)
-	if ! $FORCE; then
-		for row in $(deployed | cut -d' ' -f1); do
-			name=$PREFIX$(lower "$row")
-			vars=$(function_state "$name" '{"env": {}}' | cut -d$'\x1f' -f3)
-			[[ -z $vars ]] || $CHECK || STOP+=("function $name has environment variables deploy.sh does not set and a deploy would remove: $vars (an operator's flag?). Fix: put what should stay into CONFIG, remove them (gcloud run services update $name --remove-env-vars … --region $REGION), or run with --force to drop them")
-		done
+	if ! $FORCE && ! $CHECK; then
+		while IFS=$'\t' read -r name vars; do
+			STOP+=("function $name has environment variables deploy.sh does not set and a deploy would remove: $vars (an operator's flag?). Fix: put what should stay into CONFIG, remove them (gcloud run services update $name --remove-env-vars … --region $REGION), or run with --force to drop them")
+		done < <(jq -rn --argjson owned "$OWNED_ENV" --argjson platform "$PLATFORM_ENV" --arg names "$(deployed | while read -r ep _; do lower "$PREFIX$ep"; done)" \
+			--slurpfile fs "$TMP/r.functions" --slurpfile runs "$TMP/r.run" '
+			($names | split("\n"))[] as $name |
+			[($fs[0][] | select(.name | split("/") | last == $name) | .serviceConfig.environmentVariables // {} | keys[]),
+			 ($runs[0][] | select(.metadata.name == $name) | .spec.template.spec.containers[0].env[]?.name)] |
+			unique | map(select(IN($owned[], $platform[]) | not)) | select(. != []) | "\($name)\t\(join(" "))"')
 	fi
 	if ! $CHECK && ((${#STOP[@]} > 0)); then
 		for c in "${STOP[@]}"; do echo "deploy.sh: stopped before any change: $c" >&2; done
@@ -1020,10 +1026,10 @@ fi
 if $MONITORED; then
 	for f in deploy/monitoring/metrics/*.json; do
 		m=$(basename "$f" .json)
-		diff=$(jq -rn --slurpfile want "$f" --slurpfile have <(listed metrics "$m") '
+		diff=$(jq -rn --arg m "$m" --slurpfile want "$f" --slurpfile have "$TMP/r.metrics" '
 			def view: {description, filter, labelExtractors: (.labelExtractors // {}),
 				labels: [.metricDescriptor.labels[]? | {key, description}] | sort_by(.key)};
-			($have[0] | view) as $h | ($want[0] | view) as $w |
+			(first($have[0][] | select(.name == $m)) // {} | view) as $h | ($want[0] | view) as $w |
 			[$w | keys[] | select($h[.] != $w[.])] | if . == [] then "" else join(", ") end')
 		if exists metrics "$m"; then
 			step "$(status_of true "$diff")" "log-based metric $m" metrics -- run gcloud logging metrics update "$m" --config-from-file "$f" "${P[@]}"
