@@ -5,7 +5,7 @@ PHASEGATE := $(GO) run ./cmd/phasegate
 # One emulator pair for the whole run; packages isolate state by project id.
 WITH_EMULATORS := $(PHASEGATE) emulators --
 
-.PHONY: help test demo unit bench-gate vet serve plan
+.PHONY: help test demo unit bench-gate vet serve plan deploy-check
 
 ## help: list the targets
 help:
@@ -42,6 +42,10 @@ bench-gate:
 ## plan: print deploy.sh's plan for an empty project (PROJECT, REGION, PROJECT_NUMBER default to examples)
 plan:
 	PROJECT=$${PROJECT:-my-project} REGION=$${REGION:-us-west2} PROJECT_NUMBER=$${PROJECT_NUMBER:-123456789012} deploy/deploy.sh --dry-run
+
+## deploy-check: compare PROJECT (REGION, PROJECT_NUMBER, PREFIX…) with deploy.sh's plan, changing nothing; exit 1 on drift, 3 when it cannot read
+deploy-check:
+	deploy/deploy.sh --check
 
 ## serve: host every entry point on 127.0.0.1:8080 against fresh emulators
 serve:

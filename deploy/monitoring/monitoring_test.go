@@ -1,11 +1,13 @@
-// Package monitoring holds phasegate's log-based metrics (metrics/*.yaml,
+// Package monitoring holds phasegate's log-based metrics (metrics/*.json,
 // LogMetric resources for `gcloud logging metrics create|update
 // --config-from-file`) and alert policies (policies/*.json, AlertPolicy
 // resources for `gcloud alpha monitoring policies create|update
 // --policy-from-file`), which deploy/deploy.sh applies. Its test proves the
 // log lines the metrics count exist: it runs the real code on the emulators,
 // reads what it logged as Cloud Logging would store it, and evaluates every
-// metric's filter and label extractors on those entries.
+// metric's filter and label extractors on those entries. The metrics count
+// the live deployment's functions only (resource.labels.service_name): a
+// prefixed copy's lines count in none of them.
 package monitoring
 
 import (
@@ -44,9 +46,9 @@ type metric struct {
 
 func metrics(t *testing.T) map[string]metric {
 	t.Helper()
-	files, _ := filepath.Glob("metrics/*.yaml")
+	files, _ := filepath.Glob("metrics/*.json")
 	if len(files) == 0 {
-		t.Fatal("no metrics/*.yaml")
+		t.Fatal("no metrics/*.json")
 	}
 	out := map[string]metric{}
 	for _, f := range files {
@@ -60,19 +62,24 @@ func metrics(t *testing.T) map[string]metric {
 		if err := dec.Decode(&m); err != nil {
 			t.Fatalf("%s: %v", f, err)
 		}
-		out[strings.TrimSuffix(filepath.Base(f), ".yaml")] = m
+		out[strings.TrimSuffix(filepath.Base(f), ".json")] = m
 	}
 	return out
 }
 
-// term is one comparison of a filter: path = value.
-type term struct{ path, value string }
+// term is one comparison of a filter: path = value, or path =~ regular
+// expression.
+type term struct {
+	path, value string
+	re          *regexp.Regexp
+}
 
-var termRE = regexp.MustCompile(`^([A-Za-z_][A-Za-z0-9_.]*)=("(?:[^"\\]|\\.)*"|[A-Za-z0-9_.-]+)$`)
+var termRE = regexp.MustCompile(`^([A-Za-z_][A-Za-z0-9_.]*)(=~|=)("(?:[^"\\]|\\.)*"|[A-Za-z0-9_.-]+)$`)
 
 // parseFilter reads the subset of the logging query language the metrics
-// keep to — comparisons joined by AND — and fails on anything else, so a
-// filter this test cannot evaluate cannot slip through.
+// keep to — comparisons and regular expressions (RE2, as Logging's `=~`)
+// joined by AND — and fails on anything else, so a filter this test cannot
+// evaluate cannot slip through.
 func parseFilter(t *testing.T, name, f string) []term {
 	t.Helper()
 	var out []term
@@ -81,13 +88,21 @@ func parseFilter(t *testing.T, name, f string) []term {
 		if m == nil {
 			t.Fatalf("%s: filter term %q is not path=value", name, part)
 		}
-		v := m[2]
+		v := m[3]
 		if strings.HasPrefix(v, `"`) {
 			if err := json.Unmarshal([]byte(v), &v); err != nil {
 				t.Fatalf("%s: %q: %v", name, part, err)
 			}
 		}
-		out = append(out, term{m[1], v})
+		tm := term{path: m[1], value: v}
+		if m[2] == "=~" {
+			re, err := regexp.Compile(v)
+			if err != nil {
+				t.Fatalf("%s: %q: %v", name, part, err)
+			}
+			tm.re = re
+		}
+		out = append(out, tm)
 	}
 	return out
 }
@@ -116,7 +131,8 @@ func lookup(entry map[string]any, path string) (string, bool) {
 
 func matches(entry map[string]any, terms []term) bool {
 	for _, tm := range terms {
-		if v, ok := lookup(entry, tm.path); !ok || v != tm.value {
+		v, ok := lookup(entry, tm.path)
+		if !ok || (tm.re == nil && v != tm.value) || (tm.re != nil && !tm.re.MatchString(v)) {
 			return false
 		}
 	}
@@ -127,11 +143,16 @@ var extractRE = regexp.MustCompile(`^EXTRACT\(([A-Za-z_][A-Za-z0-9_.]*)\)$`)
 
 // entries turns what slog wrote into log entries as Cloud Logging stores a
 // Cloud Run container's JSON line: severity lifted out, the labels field
-// made the entry's labels, the rest (message included) under jsonPayload.
-func entries(lines []map[string]any) []map[string]any {
+// made the entry's labels, the rest (message included) under jsonPayload,
+// and the resource naming the service — the function deploy.sh names after
+// the entry point, after PREFIX — that logged it.
+func entries(lines []map[string]any, prefix string) []map[string]any {
 	var out []map[string]any
 	for _, payload := range lines {
-		e := map[string]any{"resource": map[string]any{"type": "cloud_run_revision"}, "severity": payload["severity"]}
+		labels, _ := payload["logging.googleapis.com/labels"].(map[string]any)
+		ep, _ := labels["entry_point"].(string)
+		e := map[string]any{"severity": payload["severity"], "resource": map[string]any{"type": "cloud_run_revision",
+			"labels": map[string]any{"service_name": prefix + strings.ToLower(ep)}}}
 		if l, ok := payload["logging.googleapis.com/labels"]; ok {
 			e["labels"] = l
 			delete(payload, "logging.googleapis.com/labels")
@@ -173,7 +194,10 @@ func night(t *testing.T) []map[string]any {
 // code really logs, and each label extractor finds its field there.
 func TestMetricsCountRealLogLines(t *testing.T) {
 	ms := metrics(t)
-	es := entries(night(t))
+	lines := night(t)
+	es := entries(lines, "")
+	// The same lines from a prefixed copy (a shadow) count in no metric.
+	shadow := entries(lines, "shd-")
 	for name, m := range ms {
 		t.Run(name, func(t *testing.T) {
 			if m.Description == "" || m.MetricDescriptor.MetricKind != "DELTA" || m.MetricDescriptor.ValueType != "INT64" {
@@ -193,6 +217,12 @@ func TestMetricsCountRealLogLines(t *testing.T) {
 			}
 			if hit == nil {
 				t.Fatalf("no log line matches %q", m.Filter)
+			}
+			for _, e := range shadow {
+				if matches(e, terms) {
+					t.Errorf("a prefixed copy's line counts: %v", e)
+					break
+				}
 			}
 			if len(declared) != len(m.LabelExtractors) {
 				t.Errorf("labels declared %v, extracted %v", declared, m.LabelExtractors)
@@ -253,6 +283,11 @@ func TestPolicies(t *testing.T) {
 			}
 			if filter == "" || c.DisplayName == "" {
 				t.Errorf("%s: condition %q without a filter", f, c.DisplayName)
+			}
+			// A policy on Pub/Sub subscriptions watches the live one by its
+			// exact name: a pattern would also match a prefixed copy's.
+			if strings.Contains(filter, "subscription_id") && !strings.Contains(filter, `resource.label.subscription_id="orchestrator-dead-letter-inspect"`) {
+				t.Errorf("%s: condition %q does not name the live subscription exactly: %s", f, c.DisplayName, filter)
 			}
 			for _, m := range userMetric.FindAllStringSubmatch(filter, -1) {
 				if _, ok := ms[m[1]]; !ok {
