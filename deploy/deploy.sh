@@ -696,7 +696,7 @@ SOURCE=$(source_hash)
 
 # The environment variables deploy.sh sets (the webhook URLs as secrets), and
 # the one Cloud Functions adds itself (https://cloud.google.com/functions/docs/concepts/java-runtime#execution_id).
-OWNED_ENV='["GCP_PROJECT","PHASEGATE_PHASES","PHASEGATE_MODE","ORCHESTRATOR_CONFIG","SLACK_WEBHOOK_URL","SLACK_WEBHOOK_URL_ERROR","SLACK_WEBHOOK_URL_WARNING"]'
+OWNED_ENV='["GCP_PROJECT","PHASEGATE_PHASES","PHASEGATE_MODE","PHASEGATE_DEAD_LETTER_TOPIC","ORCHESTRATOR_CONFIG","SLACK_WEBHOOK_URL","SLACK_WEBHOOK_URL_ERROR","SLACK_WEBHOOK_URL_WARNING"]'
 PLATFORM_ENV='["LOG_EXECUTION_ID"]'
 # function_state prints, for deployed function NAME, whether it exists, how
 # it differs from WANT in the fields Cloud Functions lists (the source by its
@@ -948,7 +948,8 @@ if ! $DRY_RUN && ! $CHECK; then
 fi
 
 # --- Functions and their push subscriptions -----------------------------------
-env_vars="GCP_PROJECT=$PROJECT|PHASEGATE_PHASES=$PHASES|PHASEGATE_MODE=$MODE"
+# A prefixed copy copies bad input to its own dead-letter topic.
+env_vars="GCP_PROJECT=$PROJECT|PHASEGATE_PHASES=$PHASES|PHASEGATE_MODE=$MODE|PHASEGATE_DEAD_LETTER_TOPIC=$DEAD_LETTER"
 [[ -n $CONFIG ]] && env_vars+="|ORCHESTRATOR_CONFIG=/workspace/serverless_function_source_code/$CONFIG"
 secrets="SLACK_WEBHOOK_URL=slack-webhook-url:latest,SLACK_WEBHOOK_URL_ERROR=slack-webhook-url-error:latest"
 secrets+=",SLACK_WEBHOOK_URL_WARNING=slack-webhook-url-warning:latest"

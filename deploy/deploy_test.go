@@ -515,6 +515,9 @@ func TestShadowPlan(t *testing.T) {
 			if !strings.HasPrefix(c[3], "shd-") || !strings.Contains(env, "PHASEGATE_MODE=shadow") {
 				t.Errorf("%s: not a shadow function", line)
 			}
+			if !strings.Contains(env, "PHASEGATE_DEAD_LETTER_TOPIC=shd-orchestrator-dead-letter") {
+				t.Errorf("%s: bad input would be copied to the live dead-letter topic", line)
+			}
 		case is(c, "pubsub", "topics", "add-iam-policy-binding"):
 			if strings.Contains(line, "phasegate-runtime") {
 				t.Errorf("the shadow may publish: %s", line)

@@ -302,6 +302,9 @@ type env struct {
 	ArrivalRate          *string `env:"BATCH_ARRIVAL_RATE, noinit"`
 	Mode                 *string `env:"PHASEGATE_MODE, noinit"`
 	Phases               *string `env:"PHASEGATE_PHASES, noinit"`
+	// DeadLetter is the topic bad input is copied to: a prefixed copy has
+	// its own (deploy.sh sets it).
+	DeadLetter *string `env:"PHASEGATE_DEAD_LETTER_TOPIC, noinit"`
 }
 
 // Load reads the configuration from the process environment.
@@ -436,6 +439,9 @@ func (e *env) apply(c *Config) error {
 	}
 	if e.Mode != nil {
 		c.Mode = strings.TrimSpace(*e.Mode)
+	}
+	if e.DeadLetter != nil {
+		c.Topics.DeadLetter = strings.TrimSpace(*e.DeadLetter)
 	}
 	if e.Phases != nil {
 		c.Owned = nil

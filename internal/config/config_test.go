@@ -84,6 +84,9 @@ func TestEnvOverrides(t *testing.T) {
 			return !p3.Unowned && p4.Unowned && c.Owns(BatchPhase) && !c.Owns("phase2_to_phase3")
 		}},
 		{"batch not owned", map[string]string{"PHASEGATE_PHASES": "phase2_to_phase3"}, func(c *Config) bool { return !c.Owns(BatchPhase) }},
+		{"a copy's dead-letter topic", map[string]string{"PHASEGATE_DEAD_LETTER_TOPIC": "shd-orchestrator-dead-letter"}, func(c *Config) bool {
+			return c.Topics.DeadLetter == "shd-orchestrator-dead-letter"
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
