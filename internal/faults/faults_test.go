@@ -173,7 +173,7 @@ var table = []scenario{
 	},
 	{
 		name:   "pubsub_unavailable",
-		proves: "the trigger publish failing 3 times, then Pub/Sub back: each failure releases the claim at once (the redelivery publishes without waiting for a lease), one trigger",
+		proves: "the trigger publish failing 3 times, then Pub/Sub back: each failure leaves the message due at once (the redelivery publishes without waiting for a lease), one trigger",
 		ep:     "Phase4To5",
 		opt:    rigOpt{failPubs: 3},
 		act: func(r *rig) {
@@ -213,8 +213,8 @@ var table = []scenario{
 	},
 	{
 		name: "slack_429_500_timeout",
-		proves: "Slack answering 429 (Retry-After), 500 and timing out while a partial trigger, a failure (raised twice by two failed runs) and their resolutions are alerted: " +
-			"every event is acknowledged at once and the trigger goes out; each alert and follow-up reaches Slack once, the undelivered ones through the sweep's Flush",
+		proves: "Slack answering 429 (Retry-After), 500 and timing out while a partial trigger, a failure (by two failed runs, alerted once) and their resolutions are alerted: " +
+			"every event is acknowledged at once and the trigger goes out; each alert and follow-up reaches Slack once, the undelivered ones through the sweep",
 		ep:  "Phase3To4",
 		opt: rigOpt{slack: true},
 		act: func(r *rig) {
