@@ -142,7 +142,7 @@ var Scenarios = []*Scenario{
 	},
 	{
 		Name:   "alert_outage",
-		Proves: "a processor's failure and then its success while Slack answers 500: the alert and its resolution wait in the outbox and go out once each when Slack is back",
+		Proves: "a processor's failure and then its success while Slack answers 500: the alert and its resolution stay owed in the effect log and go out once each, in order, when Slack is back",
 		Config: func(_ *world, c *config.Config) {
 			own(c, "phase3_to_phase4")
 			expect(c, "phase3_to_phase4", "player_game_summary", "upcoming_player_game_context")
