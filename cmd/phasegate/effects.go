@@ -127,7 +127,7 @@ func effectsDismissCmd() *cobra.Command {
 func effectsTakeOverCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "take-over",
-		Short: "Move what earlier revisions' outboxes still owe (orchestrator_alerts, orchestrator_history) into the effect log now",
+		Short: "Move what earlier revisions' outboxes still owe (orchestrator_alerts, orchestrator_history) into the effect log now, and carry their gates' trigger generations into the ledger",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return withApp(cmd, operator(cmd), func(a *app.App) error {
@@ -148,6 +148,15 @@ func effectsTakeOverCmd() *cobra.Command {
 					}
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "%d outbox document(s) taken over\n", total)
+				gates := 0
+				for _, g := range a.Gates {
+					n, err := g.SeedLedger(cmd.Context(), 300)
+					if err != nil {
+						return err
+					}
+					gates += n
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "generation ledger carried forward from %d triggered gate document(s)\n", gates)
 				return nil
 			})
 		},

@@ -61,7 +61,10 @@ const outboxIncarnation = "outbox"
 // time: its effects are created in the same commit that clears the old
 // document's lease, conditional on the document being unchanged, so an old
 // revision still flushing it during a rollout and this one never both send
-// it. Then it performs them. It returns the documents taken over.
+// it. They are due at once, for the sweep's lanes: a backlog drains at the
+// lanes' pace, within the sweep's budget. The old document is marked sent,
+// as the effect log will: a rolled-back revision resolving the alert then
+// sends its resolve. It returns the documents taken over.
 func TakeOver(ctx context.Context, fs *firestore.Client, names config.Names, eng *effect.Engine) (int, error) {
 	now := eng.Clock.Now()
 	snaps, err := fs.Collection(names.Coll(Collection)).Where("sending_until", "<=", now).
@@ -79,18 +82,20 @@ func TakeOver(ctx context.Context, fs *firestore.Client, names config.Names, eng
 		}
 		var effs []effect.Effect
 		a := rec.alert()
+		ups := []firestore.Update{{Path: "sending_until", Value: firestore.Delete}, {Path: "waiting_since", Value: firestore.Delete},
+			{Path: "moved_to_effects_at", Value: now}}
 		if rec.State == StatePending {
 			effs = append(effs, Raise(a, outboxIncarnation))
+			ups = append(ups, firestore.Update{Path: "state", Value: StateSent})
 		}
 		if rec.ResolveState == StatePending {
 			a.Detail = rec.ResolveDetail
 			effs = append(effs, Resolve(a, outboxIncarnation))
+			ups = append(ups, firestore.Update{Path: "resolve_state", Value: StateSent})
 		}
-		ws := append([]effect.Write{{Ref: snap.Ref, Update: []firestore.Update{
-			{Path: "sending_until", Value: firestore.Delete}, {Path: "waiting_since", Value: firestore.Delete},
-			{Path: "moved_to_effects_at", Value: now},
-		}, Pre: []firestore.Precondition{firestore.LastUpdateTime(snap.UpdateTime)}}}, eng.Owe(now, effs...)...)
-		times, err := effect.Commit(ctx, fs, ws...)
+		ws := append([]effect.Write{{Ref: snap.Ref, Update: ups,
+			Pre: []firestore.Precondition{firestore.LastUpdateTime(snap.UpdateTime)}}}, eng.Handoff(now, effs...)...)
+		_, err := effect.Commit(ctx, fs, ws...)
 		if errors.Is(err, effect.ErrConflict) {
 			continue // its old sender recorded something meanwhile: the next sweep sees it
 		}
@@ -99,7 +104,6 @@ func TakeOver(ctx context.Context, fs *firestore.Client, names config.Names, eng
 			continue
 		}
 		n++
-		eng.Perform(ctx, effect.Made{Effects: effs, Times: times[1:]})
 	}
 	return n, errors.Join(errs...)
 }

@@ -137,9 +137,10 @@ func completionKey(batchID string) string { return "completion:" + batchID }
 func (t *Tracker) finish(ctx context.Context, batchID string, m *meta, src Source) (finishResult, error) {
 	ref := t.batchRef(batchID)
 	var (
-		res     finishResult
-		made    effect.Made
-		claimed *state
+		res        finishResult
+		made       effect.Made
+		completion string // the completion message's effect
+		claimed    *state
 	)
 	err := retry.Do(ctx, t.backoff(), func(ctx context.Context) error {
 		made, claimed = effect.Made{}, nil
@@ -192,9 +193,10 @@ func (t *Tracker) finish(ctx context.Context, batchID string, m *meta, src Sourc
 			}
 			ups, effs = append(ups, more...), append(effs, arr...)
 		}
-		ws := append([]effect.Write{{Ref: ref, Update: ups, Pre: []firestore.Precondition{firestore.LastUpdateTime(st.updateTime)}}},
-			t.Effects.Owe(now, effs...)...)
-		times, err := effect.Commit(ctx, t.Firestore, ws...)
+		// What the confirm reads of the document this commit leaves.
+		data := map[string]any{FieldState: stateClaimed, FieldPayload: string(payload), FieldMessageIDs: anyList(st.msgIDs)}
+		made, err = t.Effects.Decide(ctx, []effect.Write{{Ref: ref, Update: ups, Pre: []firestore.Precondition{firestore.LastUpdateTime(st.updateTime)}}},
+			effs, data)
 		if errors.Is(err, effect.ErrConflict) {
 			t.Metrics.Inc("batch.write_conflict")
 			return retry.RetryableError(fmt.Errorf("%w: %w", errConflict, err))
@@ -202,9 +204,7 @@ func (t *Tracker) finish(ctx context.Context, batchID string, m *meta, src Sourc
 		if err != nil {
 			return err
 		}
-		// What the confirm reads of the document this commit leaves.
-		data := map[string]any{FieldState: stateClaimed, FieldPayload: string(payload), FieldMessageIDs: anyList(st.msgIDs)}
-		made = effect.Made{Effects: effs, Times: times[1:], Owner: &effect.OwnerState{Data: data, Updated: times[0]}}
+		completion = effs[0].ID()
 		res.Action, res.Status, res.Reason = ActionCompleted, status, reason
 		return nil
 	})
@@ -219,7 +219,7 @@ func (t *Tracker) finish(ctx context.Context, batchID string, m *meta, src Sourc
 	var s effect.Status
 	switch {
 	case res.Action == ActionCompleted:
-		s = t.Effects.Perform(ctx, made)[made.Effects[0].ID()]
+		s = t.Effects.Perform(ctx, made)[completion]
 	case claimed != nil:
 		s, err = t.Effects.Resume(ctx, effect.ID(completionKey(batchID), claimed.incarnation))
 		if effect.IsNotFound(err) {
@@ -350,17 +350,16 @@ func (t *Tracker) adoptClaim(ctx context.Context, ref *firestore.DocumentRef, st
 	}
 	ups := []firestore.Update{{Path: FieldState, Value: stateClaimed}, {Path: FieldExpires, Value: now.Add(t.Config.Gate.ClaimLease)},
 		{Path: FieldToken, Value: firestore.Delete}, {Path: FieldUpdatedAt, Value: now}}
-	ws := append([]effect.Write{{Ref: ref, Update: ups, Pre: []firestore.Precondition{firestore.LastUpdateTime(st.updateTime)}}},
-		t.Effects.Owe(now, effs...)...)
-	times, err := effect.Commit(ctx, t.Firestore, ws...)
+	data := map[string]any{FieldState: stateClaimed, FieldPayload: st.payload, FieldMessageIDs: anyList(st.msgIDs)}
+	made, err := t.Effects.Decide(ctx, []effect.Write{{Ref: ref, Update: ups, Pre: []firestore.Precondition{firestore.LastUpdateTime(st.updateTime)}}},
+		effs, data)
 	if errors.Is(err, effect.ErrConflict) {
 		return effect.Status{}, nil // changed meanwhile: the next attempt sees it
 	}
 	if err != nil {
 		return effect.Status{}, err
 	}
-	data := map[string]any{FieldState: stateClaimed, FieldPayload: st.payload, FieldMessageIDs: anyList(st.msgIDs)}
-	done := t.Effects.Perform(ctx, effect.Made{Effects: effs, Times: times[1:], Owner: &effect.OwnerState{Data: data, Updated: times[0]}})
+	done := t.Effects.Perform(ctx, made)
 	t.Log.InfoContext(ctx, "a batch completion claimed by an earlier revision is owed in the effect log")
 	return done[effs[0].ID()], nil
 }

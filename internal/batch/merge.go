@@ -114,10 +114,8 @@ func (t *Tracker) merge(ctx context.Context, batchID string) (mergeResult, error
 	if err != nil || len(ups) == 0 {
 		return r, err
 	}
-	now := t.Clock.Now()
-	ws := append([]effect.Write{{Ref: ref, Update: ups, Pre: []firestore.Precondition{firestore.LastUpdateTime(st.updateTime)}}},
-		t.Effects.Owe(now, effs...)...)
-	times, err := effect.Commit(ctx, t.Firestore, ws...)
+	made, err := t.Effects.Decide(ctx, []effect.Write{{Ref: ref, Update: ups, Pre: []firestore.Precondition{firestore.LastUpdateTime(st.updateTime)}}},
+		effs, nil)
 	if errors.Is(err, effect.ErrConflict) {
 		return mergeResult{wait: jitter()}, nil // written meanwhile: read it again
 	}
@@ -125,7 +123,7 @@ func (t *Tracker) merge(ctx context.Context, batchID string) (mergeResult, error
 		return mergeResult{}, fmt.Errorf("merge into the array: %w", err)
 	}
 	t.Metrics.Inc("batch.array_merges")
-	t.Effects.Perform(ctx, effect.Made{Effects: effs, Times: times[1:]})
+	t.Effects.Perform(ctx, made)
 	return r, nil
 }
 

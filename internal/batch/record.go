@@ -603,16 +603,15 @@ func (t *Tracker) raiseOnce(ctx context.Context, m *meta, raised *bool, a alert.
 		return
 	}
 	eff := alert.Raise(a, m.incarnation)
-	times, err := effect.Commit(ctx, t.Firestore, t.Effects.Owe(t.Clock.Now(), eff)...)
+	made, err := t.Effects.Decide(ctx, nil, []effect.Effect{eff}, nil)
 	switch {
-	case errors.Is(err, effect.ErrConflict):
 	case err != nil:
 		t.Log.WarnContext(ctx, "alert not recorded; the next completion asks again", "alert_key", a.Key, "error", err.Error())
 		m.mu.Lock()
 		*raised = false
 		m.mu.Unlock()
 	default:
-		t.Effects.Perform(ctx, effect.Made{Effects: []effect.Effect{eff}, Times: times})
+		t.Effects.Perform(ctx, made)
 	}
 }
 

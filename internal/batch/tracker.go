@@ -8,7 +8,6 @@ import (
 	"math"
 	"strconv"
 	"sync"
-	"time"
 
 	"cloud.google.com/go/firestore"
 	vkit "cloud.google.com/go/firestore/apiv1"
@@ -65,7 +64,7 @@ func ShardsFor(expected int64, rate int) int {
 
 // Effects records and performs what decisions owe.
 type Effects interface {
-	Owe(now time.Time, effs ...effect.Effect) []effect.Write
+	Decide(ctx context.Context, ws []effect.Write, effs []effect.Effect, after map[string]any) (effect.Made, error)
 	Perform(ctx context.Context, m effect.Made) map[string]effect.Status
 	Resume(ctx context.Context, id string) (effect.Status, error)
 }

@@ -19,6 +19,10 @@ type Write struct {
 	// Update changes these fields of an existing document, under Pre.
 	Update []firestore.Update
 	Pre    []firestore.Precondition
+	// Merge sets these fields, creating the document when missing; with
+	// server transforms (a maximum) it needs no read and no precondition,
+	// and a replayed commit applies it again harmlessly.
+	Merge map[string]any
 }
 
 // ErrConflict is returned (wrapped) by Commit when a precondition failed or
@@ -36,9 +40,12 @@ var ErrConflict = errors.New("effect: document changed under us")
 func Commit(ctx context.Context, fs *firestore.Client, ws ...Write) ([]time.Time, error) {
 	b := fs.Batch() //nolint:staticcheck // the one atomic single-RPC commit the client offers (see above)
 	for _, w := range ws {
-		if w.Create != nil {
+		switch {
+		case w.Create != nil:
 			b.Create(w.Ref, w.Create)
-		} else {
+		case w.Merge != nil:
+			b.Set(w.Ref, w.Merge, firestore.MergeAll)
+		default:
 			b.Update(w.Ref, w.Update, w.Pre...)
 		}
 	}

@@ -128,7 +128,8 @@ type Record struct {
 	DoneAt       time.Time
 	Ref          string
 
-	updateTime time.Time
+	updateTime  time.Time
+	settleToken string // the token of the commit that recorded the last outcome
 	// copyCause is set when the try before this one never settled or was
 	// ambiguous: this try may repeat what it did.
 	copyCause string
@@ -156,7 +157,7 @@ func decode(snap *firestore.DocumentSnapshot) (*Record, error) {
 	r.Ambiguous = takeover.Int(d[fAmbiguous])
 	r.RefusedSince, r.LastError, r.LastTry = tm(fRefused), str(fLastError), tm(fLastTry)
 	r.Alerted, _ = d[fAlerted].(bool)
-	r.DoneAt, r.Ref = tm(fDoneAt), str(fRef)
+	r.DoneAt, r.Ref, r.settleToken = tm(fDoneAt), str(fRef), str(fSettle)
 	if r.Key == "" || r.Kind == "" {
 		return nil, fmt.Errorf("effect %s: no kind or key", snap.Ref.ID)
 	}

@@ -84,6 +84,7 @@ func (owner) Confirm(data map[string]any, r *effect.Record, ref string, now time
 }
 
 type world struct {
+	project string
 	fs      *firestore.Client
 	eng     *effect.Engine
 	clock   *clock.Fake
@@ -94,8 +95,9 @@ type world struct {
 
 func newWorld(t *testing.T, shadow bool) *world {
 	t.Helper()
-	fs := testenv.Firestore(t, testenv.Project(t))
-	w := &world{fs: fs, clock: clock.NewFake(start), pub: newScript("topic-a", "topic-b"),
+	project := testenv.Project(t)
+	fs := testenv.Firestore(t, project)
+	w := &world{project: project, fs: fs, clock: clock.NewFake(start), pub: newScript("topic-a", "topic-b"),
 		slack: newScript("error", "warning", "info"), metrics: &metrics.Registry{}}
 	names := config.Names{}
 	if shadow {
@@ -476,5 +478,20 @@ func TestRetryAndDismiss(t *testing.T) {
 	failed, err := effect.List(ctx, w.fs, w.eng.Names, effect.Dismissed, 10)
 	if err != nil || len(failed) != 1 || failed[0].Key != b.Key {
 		t.Fatalf("dismissed %v %v", failed, err)
+	}
+
+	// A message is never given up, and an effect its creator holds is not
+	// tried beside it.
+	m := w.message("m1", "topic-a")
+	w.decide(t, "m1", m)
+	if _, err := w.eng.Retry(ctx, m.ID()); !errors.Is(err, effect.ErrNotChangeable) {
+		t.Fatalf("retrying a held message: %v", err)
+	}
+	if err := w.eng.Dismiss(ctx, m.ID()); !errors.Is(err, effect.ErrNotChangeable) {
+		t.Fatalf("dismissing a message: %v", err)
+	}
+	w.clock.Advance(2 * time.Minute) // its creator's lease ran out
+	if st, err := w.eng.Retry(ctx, m.ID()); err != nil || !st.Done {
+		t.Fatalf("retrying a message whose lease ran out: %+v %v", st, err)
 	}
 }

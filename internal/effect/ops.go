@@ -79,12 +79,18 @@ func List(ctx context.Context, fs *firestore.Client, names config.Names, state S
 // state does not allow (retrying one that is done).
 var ErrNotChangeable = errors.New("effect: not in a state that allows it")
 
-// Retry makes a failed or dismissed effect owed again, as if new (its
-// refusals and failures forgotten), and performs it now.
+// Retry makes a failed, dismissed or backing-off effect owed again, as if
+// new (its refusals and failures forgotten), and performs it now. An
+// effect a performer holds right now is refused: a second try beside it
+// could deliver a copy.
 func (e *Engine) Retry(ctx context.Context, id string) (Status, error) {
 	r, err := e.operate(ctx, id, func(r *Record) ([]firestore.Update, error) {
 		if r.State == Done || r.State == Shadow {
 			return nil, fmt.Errorf("%w: %s is %s", ErrNotChangeable, id, r.State)
+		}
+		if r.State == Owed && r.Tries > r.Settled && r.DueAt.After(e.Clock.Now()) {
+			return nil, fmt.Errorf("%w: %s is being performed (held until %s); the sweep retries it after that",
+				ErrNotChangeable, id, r.DueAt.Format(time.RFC3339))
 		}
 		return []firestore.Update{
 			{Path: fState, Value: string(Owed)}, {Path: fDue, Value: e.Clock.Now()},
@@ -98,12 +104,17 @@ func (e *Engine) Retry(ctx context.Context, id string) (Status, error) {
 	return e.takeAndRun(ctx, r)
 }
 
-// Dismiss gives up an owed or failed effect: it is no longer performed or
-// counted.
+// Dismiss gives up an owed or failed alert or row: it is no longer
+// performed or counted. A message is never given up: its gate or batch
+// waits for its confirm, and the next phase for the message.
 func (e *Engine) Dismiss(ctx context.Context, id string) error {
 	_, err := e.operate(ctx, id, func(r *Record) ([]firestore.Update, error) {
 		if r.State != Owed && r.State != Failed {
 			return nil, fmt.Errorf("%w: %s is %s", ErrNotChangeable, id, r.State)
+		}
+		if r.Kind == Publish {
+			return nil, fmt.Errorf("%w: %s is a message; dismissing it would leave its gate waiting for ever (fix the topic and let the sweep publish it, or retry it)",
+				ErrNotChangeable, id)
 		}
 		return []firestore.Update{
 			{Path: fState, Value: string(Dismissed)}, {Path: fDue, Value: firestore.Delete},

@@ -118,6 +118,44 @@ func TestRerunAfterDeleteGetsANewTriggerID(t *testing.T) {
 	}
 }
 
+// A gate triggered by a revision before the generation ledger (its ledger
+// missing) and then deleted and re-run still gets a trigger_id never used:
+// the take-over carries the gate's generation into the ledger.
+func TestRerunAfterLedgerlessTriggerGetsANewTriggerID(t *testing.T) {
+	ctx := context.Background()
+	e := apptest.New(t)
+	sub := e.Sub("nba-predictions-trigger")
+	deliverAll(t, e, "Phase4To5", date, "night", phase4)
+	ledgers := e.App.FS.Collection(gate.LedgerCollection)
+	old, err := ledgers.Documents(ctx).GetAll()
+	if err != nil || len(old) != 1 {
+		t.Fatalf("ledgers %d %v, want the night's", len(old), err)
+	}
+	if _, err := old[0].Ref.Delete(ctx); err != nil { // as an earlier revision left it
+		t.Fatal(err)
+	}
+	seeded := 0
+	for _, g := range e.App.Gates {
+		n, err := g.SeedLedger(ctx, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seeded += n
+	}
+	if seeded != 1 {
+		t.Fatalf("the take-over read %d triggered gates, want 1", seeded)
+	}
+	if _, err := e.App.FS.Doc("phase4_completion/" + date).Delete(ctx); err != nil {
+		t.Fatal(err)
+	}
+	deliverAll(t, e, "Phase4To5", date, "rerun", phase4)
+	got := triggerIDs(t, sub.Drain(t, 2*time.Second))
+	want := []string{"phase4_to_phase5:" + date + ":1", "phase4_to_phase5:" + date + ":2"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("triggers %v, want %v", got, want)
+	}
+}
+
 // A partial trigger's alert never stands between its publish and its
 // confirm. Slack hangs; the instance dies while it hangs, once the trigger
 // is confirmed or 3 s passed: before, the confirm waited for Slack, so the

@@ -55,7 +55,7 @@ import (
 
 // Effects records and performs what decisions owe.
 type Effects interface {
-	Owe(now time.Time, effs ...effect.Effect) []effect.Write
+	Decide(ctx context.Context, ws []effect.Write, effs []effect.Effect, after map[string]any) (effect.Made, error)
 	Perform(ctx context.Context, m effect.Made) map[string]effect.Status
 	Resume(ctx context.Context, id string) (effect.Status, error)
 }
@@ -242,11 +242,17 @@ func (g *Gate) run(ctx context.Context, date gamedate.Date, ev *event, src Sourc
 		if keyRef != nil {
 			ws = append(ws, effect.Write{Ref: keyRef, Create: g.Keys.Record(ev.messageID, g.Clock.Now())})
 		}
-		if pl.generation > 0 {
+		switch {
+		case pl.generation > 0:
 			ws = append(ws, g.ledgerWrite(date, led, pl.generation))
+		case led != nil && st.generation > led.generation:
+			// A generation from before the ledger: carried forward while
+			// the gate is written anyway.
+			ws = append(ws, g.ledgerAtLeast(date, st.generation))
 		}
-		ws = append(ws, g.Effects.Owe(g.Clock.Now(), pl.effects...)...)
-		times, err := effect.Commit(ctx, g.Firestore, ws...)
+		after = g.applied(st, pl, time.Time{})
+		var err error
+		made, err = g.Effects.Decide(ctx, ws, pl.effects, after.data)
 		if errors.Is(err, effect.ErrConflict) {
 			g.Metrics.Inc(g.phase.Name + ".write_conflict")
 			return retry.RetryableError(fmt.Errorf("%w: %w", errConflict, err))
@@ -254,9 +260,7 @@ func (g *Gate) run(ctx context.Context, date gamedate.Date, ev *event, src Sourc
 		if err != nil {
 			return err
 		}
-		after = g.applied(st, pl, times[0])
-		made = effect.Made{Effects: pl.effects, Times: times[len(times)-len(pl.effects):],
-			Owner: &effect.OwnerState{Data: after.data, Updated: times[0]}}
+		after.updateTime = made.Decided
 		return nil
 	})
 	if err != nil {
@@ -270,14 +274,20 @@ func (g *Gate) run(ctx context.Context, date gamedate.Date, ev *event, src Sourc
 		}
 		return out, errs.E(errs.KindOf(err), "firestore", err)
 	}
-	if pl.needCheck != nil {
+	if pl.needCheck != nil || (len(pl.updates) > 0 && made.Decided.IsZero()) {
 		// The rules fired; the data check decides. It runs outside the write
 		// loop (a query takes seconds), then the gate is planned again with
 		// its result: whatever changed meanwhile, the claim stays exclusive.
-		// What the first pass recorded owes its effects all the same.
+		// Or the commit was replayed, and the gate changed since: planned
+		// again as it is now. What the first pass recorded owes its
+		// effects all the same.
 		g.Effects.Perform(ctx, made)
-		r := g.Checks.Run(ctx, pl.needCheck.check, pl.needCheck.tables, date)
-		more, err := g.run(ctx, date, nil, src, nil, &r)
+		var r *datacheck.Result
+		if pl.needCheck != nil {
+			res := g.Checks.Run(ctx, pl.needCheck.check, pl.needCheck.tables, date)
+			r = &res
+		}
+		more, err := g.run(ctx, date, nil, src, nil, r)
 		more.Recorded = out.Recorded
 		return more, err
 	}

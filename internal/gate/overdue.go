@@ -84,16 +84,15 @@ func (g *Gate) CheckOverdue(ctx context.Context, date gamedate.Date, snap *fires
 	default:
 		return "", nil
 	}
-	now = g.Clock.Now()
-	times, err := effect.Commit(ctx, g.Firestore, append([]effect.Write{{Ref: snap.Ref,
+	made, err := g.Effects.Decide(ctx, []effect.Write{{Ref: snap.Ref,
 		Update: []firestore.Update{{Path: fOverdue, Value: action}},
-		Pre:    []firestore.Precondition{firestore.LastUpdateTime(snap.UpdateTime)}}}, g.Effects.Owe(now, eff)...)...)
+		Pre:    []firestore.Precondition{firestore.LastUpdateTime(snap.UpdateTime)}}}, []effect.Effect{eff}, nil)
 	if errors.Is(err, effect.ErrConflict) {
 		return "", nil // written meanwhile: the next sweep judges it again
 	}
 	if err != nil {
 		return "", fmt.Errorf("record overdue %s: %w", action, err)
 	}
-	g.Effects.Perform(ctx, effect.Made{Effects: []effect.Effect{eff}, Times: times[1:]})
+	g.Effects.Perform(ctx, made)
 	return action, nil
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -131,6 +132,60 @@ func (g *Gate) ledgerWrite(date gamedate.Date, led *ledger, gen int64) effect.Wr
 	return effect.Write{Ref: ref, Update: ups, Pre: []firestore.Precondition{firestore.LastUpdateTime(led.updateTime)}}
 }
 
+// ledgerAtLeast raises the generation ledger to gen unless it is past it:
+// a server-side maximum, so it needs neither the ledger's read nor a
+// precondition. It carries forward a generation the ledger never saw (a
+// trigger of a revision before the ledger), so that a re-created gate
+// document never reuses its trigger_id.
+func (g *Gate) ledgerAtLeast(date gamedate.Date, gen int64) effect.Write {
+	now := g.Clock.Now()
+	doc := map[string]any{"phase": g.phase.Name, "game_date": date.String(),
+		"generation": firestore.FieldTransformMaximum(gen), "updated_at": now}
+	if exp, ok := g.Names.Expires(now); ok {
+		doc[config.ExpiresField] = exp
+	}
+	return effect.Write{Ref: g.ledgerRef(date), Merge: doc}
+}
+
+// SeedLedger raises the ledger of every date whose gate document has
+// published a trigger to that document's generation, a page of
+// pageSize at a time, and returns how many gate documents it read. It is
+// the take-over's step for gates an earlier revision triggered before the
+// ledger existed; what a gate decides after that keeps the ledger itself.
+func (g *Gate) SeedLedger(ctx context.Context, pageSize int) (int, error) {
+	q := g.Firestore.Collection(g.Collection()).Where(fGeneration, ">", 0).OrderBy(fGeneration, firestore.Asc).
+		OrderBy(firestore.DocumentID, firestore.Asc).Limit(pageSize)
+	read := 0
+	for {
+		snaps, err := q.Documents(ctx).GetAll()
+		if err != nil {
+			return read, fmt.Errorf("gate %s: read triggered gates: %w", g.phase.Name, err)
+		}
+		var ws []effect.Write
+		for _, s := range snaps {
+			date, err := gamedate.Parse(s.Ref.ID)
+			if err != nil {
+				continue // not a gate document
+			}
+			if gen := decodeState(g.phase, s).generation; gen > 0 {
+				ws = append(ws, g.ledgerAtLeast(date, gen))
+			}
+		}
+		read += len(snaps)
+		for len(ws) > 0 {
+			n := min(len(ws), 400)
+			if _, err := effect.Commit(ctx, g.Firestore, ws[:n]...); err != nil {
+				return read, fmt.Errorf("gate %s: seed the ledger: %w", g.phase.Name, err)
+			}
+			ws = ws[n:]
+		}
+		if len(snaps) < pageSize {
+			return read, nil
+		}
+		q = q.StartAfter(snaps[len(snaps)-1])
+	}
+}
+
 // Confirm records a trigger published (effect.Owner): the generation the
 // publish was for, unless the gate moved on. The gate stays open when a
 // late_arrival generation is owed at once, so the sweep claims it.
@@ -187,18 +242,17 @@ func (g *Gate) adopt(ctx context.Context, date gamedate.Date, st *docState) (eff
 	effs := pl.effects
 	ups := []firestore.Update{{Path: fState, Value: stateClaimed}, {Path: fClaimExpires, Value: now.Add(g.Gate.ClaimLease)},
 		{Path: fClaimToken, Value: firestore.Delete}, {Path: fUpdatedAt, Value: now}}
-	ws := append([]effect.Write{g.gateWrite(g.ref(date), st, ups)}, g.Effects.Owe(now, effs...)...)
-	times, err := effect.Commit(ctx, g.Firestore, ws...)
+	data := maps.Clone(st.data)
+	data[fState] = stateClaimed
+	ws := []effect.Write{g.gateWrite(g.ref(date), st, ups), g.ledgerAtLeast(date, st.generation)}
+	made, err := g.Effects.Decide(ctx, ws, effs, data)
 	if errors.Is(err, effect.ErrConflict) {
 		return effect.Status{}, nil // changed meanwhile: the next evaluation sees it
 	}
 	if err != nil {
 		return effect.Status{}, err
 	}
-	data := st.data
-	data[fState] = stateClaimed
-	done := g.Effects.Perform(ctx, effect.Made{Effects: effs, Times: times[1:],
-		Owner: &effect.OwnerState{Data: data, Updated: times[0]}})
+	done := g.Effects.Perform(ctx, made)
 	g.Log.InfoContext(ctx, "a trigger claimed by an earlier revision is owed in the effect log", "trigger_id", st.triggerID)
 	return done[effs[0].ID()], nil
 }

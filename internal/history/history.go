@@ -77,10 +77,14 @@ var Schema = bigquery.Schema{
 // Effect is the effect that inserts r once for the deciding document's
 // incarnation inc.
 func Effect(r Row, table, inc string) effect.Effect {
-	meta := map[string]any{"history_key": r.Key}
+	meta := map[string]any{}
 	for k, v := range r.Metadata {
 		meta[k] = v
 	}
+	// The key names the decision; the incarnation tells a deleted and
+	// re-created document's decision from its predecessor's (a second
+	// block of one date), which the insert id and the look-up keep apart.
+	meta["history_key"], meta["incarnation"] = r.Key, inc
 	m, _ := json.Marshal(meta) // plain values: cannot fail
 	b, _ := json.Marshal(stored{
 		Key: r.Key, ExecutionTimestamp: r.ExecutionTimestamp.UTC(), PhaseName: r.PhaseName, GameDate: r.GameDate.String(),
@@ -144,7 +148,7 @@ func (s *Sink) Perform(ctx context.Context, r *effect.Record) effect.Result {
 	// A try before this one, or the earlier revision that recorded it, may
 	// have inserted it.
 	if r.Tries > 1 || r.Ambiguous > 0 || r.Incarnation == outboxIncarnation {
-		found, err := s.exists(ctx, row, date)
+		found, err := s.exists(ctx, row, r.Incarnation, date)
 		if err != nil {
 			return effect.Result{Outcome: effect.Unavailable, Err: err}
 		}
@@ -154,13 +158,13 @@ func (s *Sink) Perform(ctx context.Context, r *effect.Record) effect.Result {
 		}
 	}
 	start := bigquery.NullTimestamp{Timestamp: row.StartTime, Valid: !row.StartTime.IsZero() && row.StartTime.Unix() > 0}
-	err = s.table.Inserter().Put(ctx, &bigquery.ValuesSaver{Schema: Schema, InsertID: row.Key, Row: []bigquery.Value{
+	err = s.table.Inserter().Put(ctx, &bigquery.ValuesSaver{Schema: Schema, InsertID: insertID(row.Key, r.Incarnation), Row: []bigquery.Value{
 		row.ExecutionTimestamp, row.PhaseName, civil.Date(date), start, row.DurationSeconds,
 		bigquery.NullInt64{}, row.Status, row.CorrelationID, row.Metadata, s.clock.Now().UTC(),
 	}})
 	if err != nil {
 		var multi bigquery.PutMultiError
-		if errors.As(err, &multi) {
+		if errors.As(err, &multi) && invalid(multi) {
 			// The table answered and named what is wrong with the row.
 			return effect.Result{Outcome: effect.Refused, Err: fmt.Errorf("history: insert %s: %w", row.Key, err)}
 		}
@@ -175,6 +179,21 @@ func (s *Sink) Perform(ctx context.Context, r *effect.Record) effect.Result {
 	return effect.Result{Outcome: effect.Performed, Ref: "inserted"}
 }
 
+// invalid reports whether BigQuery refused the rows for what they hold:
+// every row error's reason is "invalid". Any other ("backendError",
+// "timeout", "stopped") is the table's trouble, tried again.
+func invalid(multi bigquery.PutMultiError) bool {
+	for _, re := range multi {
+		for _, err := range re.Errors {
+			var be *bigquery.Error
+			if !errors.As(err, &be) || be.Reason != "invalid" {
+				return false
+			}
+		}
+	}
+	return len(multi) > 0
+}
+
 func splitTable(s string) (string, string) {
 	for i := range len(s) {
 		if s[i] == '.' {
@@ -187,15 +206,21 @@ func splitTable(s string) (string, string) {
 // exists looks for the row in its date's partition by the key its metadata
 // carries; the emulator has no JSON_VALUE, and a substring is as exact here
 // because the key is written by json.Marshal without escapes.
-func (s *Sink) exists(ctx context.Context, rec stored, date gamedate.Date) (bool, error) {
+func (s *Sink) exists(ctx context.Context, rec stored, inc string, date gamedate.Date) (bool, error) {
+	// A row an earlier revision's outbox owed carries no incarnation.
+	incNeedle := ""
+	if inc != outboxIncarnation {
+		incNeedle = needle("incarnation", inc)
+	}
 	q := s.bq.Query(fmt.Sprintf(
-		"SELECT COUNT(*) AS n FROM `%s.%s.%s` WHERE game_date = @game_date AND phase_name = @phase AND STRPOS(metadata, @needle) > 0",
+		"SELECT COUNT(*) AS n FROM `%s.%s.%s` WHERE game_date = @game_date AND phase_name = @phase"+
+			" AND STRPOS(metadata, @key) > 0 AND STRPOS(metadata, @inc) > 0",
 		s.project, s.table.DatasetID, s.table.TableID))
-	needle, _ := json.Marshal(map[string]string{"history_key": rec.Key})
 	q.Parameters = []bigquery.QueryParameter{
 		{Name: "game_date", Value: civil.Date(date)},
 		{Name: "phase", Value: rec.PhaseName},
-		{Name: "needle", Value: string(needle[1 : len(needle)-1])},
+		{Name: "key", Value: needle("history_key", rec.Key)},
+		{Name: "inc", Value: incNeedle},
 	}
 	q.MaxBytesBilled = s.cfg.MaxBytesBilled
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.QueryTimeout)
@@ -209,6 +234,22 @@ func (s *Sink) exists(ctx context.Context, rec stored, date gamedate.Date) (bool
 		return false, fmt.Errorf("history: look for %s: %w", rec.Key, err)
 	}
 	return row.N > 0, nil
+}
+
+// needle is `"field":"value"` as json.Marshal writes it into metadata.
+func needle(field, value string) string {
+	b, _ := json.Marshal(map[string]string{field: value})
+	return string(b[1 : len(b)-1])
+}
+
+// insertID de-duplicates a row's inserts for BigQuery (best-effort, for
+// about a minute): one per decision and incarnation. A row an earlier
+// revision's outbox owed kept its key alone.
+func insertID(key, inc string) string {
+	if inc == outboxIncarnation {
+		return key
+	}
+	return key + "@" + inc
 }
 
 // outboxRecord is a row an earlier revision's outbox held.
@@ -233,8 +274,9 @@ const takeOverLimit = 50
 // created in the commit that clears the old document's lease, conditional
 // on the document being unchanged, so an old revision still flushing it
 // during a rollout and this one never both insert it (and an insert that
-// may have happened is looked for before it is repeated: the effect starts
-// with an unsettled try). It returns the rows taken over.
+// may have happened is looked for before it is repeated: see Sink). The
+// rows are due at once, for the sweep's lanes. It returns the rows taken
+// over.
 func TakeOver(ctx context.Context, fs *firestore.Client, names config.Names, eng *effect.Engine, table string) (int, error) {
 	now := eng.Clock.Now()
 	snaps, err := fs.Collection(names.Coll(Collection)).Where("pending_until", "<=", now).
@@ -260,8 +302,8 @@ func TakeOver(ctx context.Context, fs *firestore.Client, names config.Names, eng
 				Data: b, GameDate: rec.GameDate, Subject: rec.PhaseName, Incarnation: outboxIncarnation})
 		}
 		ws := append([]effect.Write{{Ref: snap.Ref, Update: ups, Pre: []firestore.Precondition{firestore.LastUpdateTime(snap.UpdateTime)}}},
-			eng.Owe(now, effs...)...)
-		times, err := effect.Commit(ctx, fs, ws...)
+			eng.Handoff(now, effs...)...)
+		_, err := effect.Commit(ctx, fs, ws...)
 		if errors.Is(err, effect.ErrConflict) {
 			continue
 		}
@@ -270,7 +312,6 @@ func TakeOver(ctx context.Context, fs *firestore.Client, names config.Names, eng
 			continue
 		}
 		n++
-		eng.Perform(ctx, effect.Made{Effects: effs, Times: times[1:]})
 	}
 	return n, errors.Join(errs...)
 }
