@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/phasegate/phasegate/internal/effect"
@@ -67,7 +68,8 @@ func (s Sink) Perform(ctx context.Context, r *effect.Record) effect.Result {
 	case errors.Is(err, ErrNotAsked):
 		return effect.Result{Outcome: effect.NotAsked, Err: err}
 	}
-	return effect.Result{Outcome: effect.Unavailable, Err: err, Ambiguous: errors.Is(err, context.DeadlineExceeded)}
+	return effect.Result{Outcome: effect.Unavailable, Err: err,
+		Ambiguous: errors.Is(err, ErrMaybePosted) || errors.Is(err, context.DeadlineExceeded)}
 }
 
 // Lanes are the three routes.
@@ -108,5 +110,7 @@ func (Alarms) GaveUp(r *effect.Record) effect.Effect {
 		Title:  fmt.Sprintf("%s: %s is given up", what, r.Key),
 		Detail: fmt.Sprintf("refused since %s; last error: %s. `phasegate effects list --state failed` shows it; `phasegate effects retry %s` tries again.", r.RefusedSince.Format(time.RFC3339), r.LastError, r.ID),
 	}
-	return slackEffect(a, effect.AlarmPrefix+"gave_up:"+r.Key, r.ID, "")
+	// One alarm per refusal: a retried effect refused again says so again.
+	episode := strconv.FormatInt(r.RefusedSince.Unix(), 10)
+	return slackEffect(a, effect.AlarmPrefix+"gave_up:"+r.Key+":"+episode, r.ID, "")
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -35,6 +36,12 @@ var ErrNotAsked = errors.New("alert: slack not asked")
 // 4xx other than 429: the same request can never succeed, so it is not
 // retried.
 var ErrRejected = errors.New("alert: rejected by slack")
+
+// ErrMaybePosted is returned (wrapped) when a request timed out after it
+// went to Slack: Slack may have posted it. Post does not try again at once
+// (that would be a second message whenever the first got through); the
+// effect log tries again after its backoff and counts the possible copy.
+var ErrMaybePosted = errors.New("alert: slack did not answer in time; it may have posted the message")
 
 // Defaults for the breaker and the backoff; the Option functions change them
 // (tests use them to run fast).
@@ -286,9 +293,14 @@ func (n *Notifier) Post(ctx context.Context, a Alert) error {
 		retryable := true
 		var rl *slack.RateLimitedError
 		var sc slack.StatusCodeError
+		var ne net.Error
 		switch {
 		case errors.Is(err, ErrBreakerOpen):
 			retryable = false
+		case errors.As(err, &ne) && ne.Timeout():
+			retryable = false
+			err = fmt.Errorf("%w: %w", ErrMaybePosted, err)
+			lastErr = err
 		case errors.As(err, &rl):
 			n.m.Inc("alerts.rate_limited")
 			retryAfter = rl.RetryAfter

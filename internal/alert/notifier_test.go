@@ -257,8 +257,8 @@ func TestTimeoutsBounded(t *testing.T) {
 		ctxTimeout time.Duration
 		bound      time.Duration
 	}{
-		{"MaxElapsed bounds retries of a hanging Slack", 600 * time.Millisecond, 0, 600 * time.Millisecond},
-		{"the caller's deadline wins when earlier", 10 * time.Second, 250 * time.Millisecond, 250 * time.Millisecond},
+		{"the request's timeout ends a hanging Slack's post", 600 * time.Millisecond, 0, 150 * time.Millisecond},
+		{"the caller's deadline wins when earlier", 10 * time.Second, 100 * time.Millisecond, 100 * time.Millisecond},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -276,8 +276,8 @@ func TestTimeoutsBounded(t *testing.T) {
 			start := time.Now()
 			err := n.Post(ctx, sample)
 			took := time.Since(start)
-			if err == nil {
-				t.Fatal("Post succeeded against a hanging Slack")
+			if !errors.Is(err, ErrMaybePosted) {
+				t.Fatalf("Post against a hanging Slack: %v, want ErrMaybePosted", err)
 			}
 			// Generous slack over the bound: this checks that the bound
 			// holds, not how fast the machine is.
@@ -287,8 +287,10 @@ func TestTimeoutsBounded(t *testing.T) {
 			// The server records a post when its handler ends, here when the
 			// client gives up; Close waits for that.
 			s.Close()
-			if len(s.Posts()) == 0 {
-				t.Error("no request reached Slack")
+			// Slack may have posted the one that timed out: no second try
+			// here (the effect log tries again after its backoff).
+			if n := len(s.Posts()); n != 1 {
+				t.Errorf("%d requests reached Slack, want 1", n)
 			}
 		})
 	}
