@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -18,13 +19,19 @@ import (
 // new start. It is a rate limit, so it runs on the real clock.
 const startRetry = time.Second
 
+// startTimeout bounds one start: a dependency that hangs at cold start
+// (a metadata server, a DNS lookup) must not hold every request of the
+// instance behind it until Cloud Run's request timeout.
+const startTimeout = time.Minute
+
 // starter builds an instance's App on its first request, so that init does
 // no network I/O, and keeps it. A failed start is not kept: one transient
 // error at cold start (a dependency not ready yet) would otherwise make
 // every request of that instance fail for its whole life.
 type starter struct {
-	build func(ctx context.Context) (*App, error)
-	retry time.Duration
+	build   func(ctx context.Context) (*App, error)
+	retry   time.Duration
+	timeout time.Duration
 
 	mu   sync.Mutex
 	app  *App
@@ -41,7 +48,7 @@ func (s *starter) get(ctx context.Context) (*App, error) {
 	case s.err != nil && time.Now().Before(s.next):
 		return nil, s.err
 	}
-	a, err := s.build(context.WithoutCancel(ctx))
+	a, err := s.start(ctx)
 	if err != nil {
 		s.err, s.next = fmt.Errorf("%w (the next request tries again)", err), time.Now().Add(s.retry)
 		return nil, s.err
@@ -50,8 +57,29 @@ func (s *starter) get(ctx context.Context) (*App, error) {
 	return a, nil
 }
 
+// start builds the App on a context that outlives the request (its clients
+// keep it) and is cancelled only when the start takes longer than
+// s.timeout; a start that ran out of time is not kept.
+func (s *starter) start(ctx context.Context) (*App, error) {
+	bctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	timer := time.AfterFunc(s.timeout, cancel)
+	a, err := s.build(bctx)
+	if !timer.Stop() {
+		err = errors.Join(err, fmt.Errorf("app: start took longer than %v", s.timeout))
+		if a != nil {
+			a.Close()
+			a = nil
+		}
+	}
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	return a, nil
+}
+
 // shared is the one App of a deployed function instance.
-var shared = &starter{retry: startRetry, build: func(ctx context.Context) (*App, error) {
+var shared = &starter{retry: startRetry, timeout: startTimeout, build: func(ctx context.Context) (*App, error) {
 	cfg, err := config.Load(ctx)
 	if err != nil {
 		return nil, err

@@ -35,7 +35,7 @@ func TestEntryPointFromEnvironment(t *testing.T) {
 func TestFailedStartIsRetried(t *testing.T) {
 	builds := 0
 	want := &App{}
-	s := &starter{retry: 50 * time.Millisecond, build: func(context.Context) (*App, error) {
+	s := &starter{retry: 50 * time.Millisecond, timeout: time.Minute, build: func(context.Context) (*App, error) {
 		builds++
 		if builds == 1 {
 			return nil, errors.New("injected: firestore not ready")
@@ -56,5 +56,34 @@ func TestFailedStartIsRetried(t *testing.T) {
 	}
 	if a, _ := s.get(ctx); a != want || builds != 2 {
 		t.Fatalf("a started App was built again (%d starts)", builds)
+	}
+}
+
+// A start that hangs is cut off at its timeout, its context cancelled, and
+// the instance's next request starts again; a start that finished in time
+// keeps its context alive (its clients hold it).
+func TestHangingStartIsCutOff(t *testing.T) {
+	var kept context.Context
+	hang := true
+	s := &starter{retry: time.Millisecond, timeout: 100 * time.Millisecond, build: func(ctx context.Context) (*App, error) {
+		if hang {
+			<-ctx.Done()
+			return nil, ctx.Err()
+		}
+		kept = ctx
+		return &App{}, nil
+	}}
+	ctx := context.Background()
+	if _, err := s.get(ctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("a hanging start: %v, want it cancelled", err)
+	}
+	hang = false
+	time.Sleep(5 * time.Millisecond)
+	if a, err := s.get(ctx); a == nil || err != nil {
+		t.Fatalf("the next start: %v %v", a, err)
+	}
+	time.Sleep(150 * time.Millisecond)
+	if kept.Err() != nil {
+		t.Fatalf("a started App's context was cancelled: %v", kept.Err())
 	}
 }
