@@ -74,6 +74,9 @@ func (g *Gate) checkFor(pl *plan, date gamedate.Date, st *docState, d rules.Deci
 	case g.Checks == nil || !g.BigQuery.DataChecks.Enabled(date.String()):
 		return checkVerdict{status: checkOff}, true
 	case src == SourceManual:
+		// An operator's trigger ends a block: its alerts are resolved.
+		g.endBlock(pl, date, st.sub(fDataCheck), false,
+			fmt.Sprintf("%s: %s for %s was triggered by an operator without the check", c.Name, g.phase.Name, date), "")
 		return checkVerdict{status: checkSkipManual}, true
 	}
 	tables := c.Tables
@@ -109,11 +112,7 @@ func (g *Gate) checkFor(pl *plan, date gamedate.Date, st *docState, d rules.Deci
 	switch {
 	case res.Status == datacheck.Passed:
 		v.status = checkPassed
-		if wasHeld && c.Action == config.ActionBlock {
-			pl.resolve(alert.Alert{Key: key, Phase: g.phase.Name, GameDate: date.String(),
-				Title:  fmt.Sprintf("%s: %s data for %s is in; the trigger goes out", c.Name, g.phase.Name, date),
-				Detail: countsText(res)})
-		}
+		g.endBlock(pl, date, prev, false, fmt.Sprintf("%s: %s data for %s is in; the trigger goes out", c.Name, g.phase.Name, date), countsText(res))
 		if len(res.Missing) > 0 {
 			v.status = checkDegraded
 			raise(key+"_degraded", alert.Warning, "data_check_degraded",
@@ -151,8 +150,11 @@ func (g *Gate) checkFor(pl *plan, date gamedate.Date, st *docState, d rules.Deci
 	}
 	if c.AfterMaxWait == config.AfterProceed {
 		v.status = checkMaxWait
-		raise(key+"_max_wait", alert.Error, "data_check_max_wait",
+		raise(key+"_unverified", alert.Error, "data_check_max_wait",
 			fmt.Sprintf("%s: %s for %s went on unverified after %v blocked", c.Name, g.phase.Name, date, c.MaxWait))
+		// The block is over (its alert raised before or just now); the
+		// alert above is the news that stays.
+		g.endBlock(pl, date, prev, true, fmt.Sprintf("%s: %s for %s is no longer blocked: it went on unverified", c.Name, g.phase.Name, date), countsText(res))
 		return v, true
 	}
 	if gaveUp, _ := prev[dcGaveUp].(bool); !gaveUp {
@@ -161,6 +163,24 @@ func (g *Gate) checkFor(pl *plan, date gamedate.Date, st *docState, d rules.Deci
 	}
 	rec[dcGaveUp] = true
 	return v, false
+}
+
+// endBlock resolves the alerts of a block that ends (the data came in,
+// an operator triggered, or the gate went on after the maximum wait): the
+// BLOCKED alert when one was raised (prev, the check's last record, held
+// the gate; or raisedNow), and the stay-blocked alert when it gave up.
+// Resolving what was never raised would post a "resolved" out of nowhere.
+func (g *Gate) endBlock(pl *plan, date gamedate.Date, prev map[string]any, raisedNow bool, title, detail string) {
+	status, _ := prev["status"].(string)
+	held := status == datacheck.Blocked || status == datacheck.Error
+	if c := g.phase.DataCheck; c == nil || c.Action != config.ActionBlock || !(held || raisedNow) {
+		return
+	}
+	key := g.phase.Name + ":" + date.String() + ":data_check"
+	pl.resolve(alert.Alert{Key: key, Phase: g.phase.Name, GameDate: date.String(), Title: title, Detail: detail})
+	if gaveUp, _ := prev[dcGaveUp].(bool); gaveUp && held {
+		pl.resolve(alert.Alert{Key: key + "_max_wait", Phase: g.phase.Name, GameDate: date.String(), Title: title})
+	}
 }
 
 // checkAlert is the body every alert of a check's result shares.

@@ -154,6 +154,13 @@ func TestR006BlocksOnTwoOfFive(t *testing.T) {
 	if len(got) != 1 || got[0].DataCheck != "skipped_manual" || got[0].DataFreshnessVerified {
 		t.Fatalf("manual trigger = %+v", got)
 	}
+	// The block is over: its alert is resolved, once.
+	if _, err := e.App.Sweeper.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if paths := slackPaths(e); !slices.Equal(paths, []string{"/error", "/warning"}) {
+		t.Fatalf("slack posts to %v, want the block and its resolution", paths)
+	}
 }
 
 // Same-day phase 3 needs only upcoming_player_game_context: the box score
@@ -213,8 +220,22 @@ func TestMaxWait(t *testing.T) {
 					t.Fatalf("_data_check = %v", dc)
 				}
 			}
-			if !slices.Equal(paths, []string{"/error", "/error"}) {
+			if !slices.Equal(paths, []string{"/error", "/error"}) && after == config.AfterStayBlocked {
 				t.Fatalf("slack posts to %v, want the block and the max-wait alert", paths)
+			}
+			if after == config.AfterStayBlocked {
+				// An operator goes on by hand: both alerts are resolved.
+				if _, err := e.App.Gates[2].Evaluate(context.Background(), night, gate.SourceManual, nil); err != nil {
+					t.Fatal(err)
+				}
+				paths = slackPaths(e)
+			}
+			// The block ended (proceeded, or triggered by hand): nothing is
+			// left open.
+			want := map[string][]string{config.AfterProceed: {"/error", "/error", "/warning"},
+				config.AfterStayBlocked: {"/error", "/error", "/warning", "/warning"}}[after]
+			if !slices.Equal(sortedCopy(paths), want) {
+				t.Fatalf("slack posts to %v, want %v", paths, want)
 			}
 		})
 	}
@@ -336,4 +357,10 @@ func TestR007MonitorsWithoutHolding(t *testing.T) {
 	if paths := slackPaths(e); !slices.Equal(paths, []string{"/warning"}) {
 		t.Fatalf("slack posts to %v, want one warning", paths)
 	}
+}
+
+func sortedCopy(s []string) []string {
+	s = slices.Clone(s)
+	slices.Sort(s)
+	return s
 }

@@ -245,7 +245,7 @@ func (g *Gate) run(ctx context.Context, date gamedate.Date, ev *event, src Sourc
 		switch {
 		case pl.generation > 0:
 			ws = append(ws, g.ledgerWrite(date, led, pl.generation))
-		case led != nil && st.generation > led.generation:
+		case led != nil && !st.legacy && st.generation > led.generation:
 			// A generation from before the ledger: carried forward while
 			// the gate is written anyway.
 			ws = append(ws, g.ledgerAtLeast(date, st.generation))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -260,5 +261,40 @@ func deliverPhase4OneTrigger(t *testing.T, e *apptest.Env, sub *testenv.Sub) {
 	}
 	if got := triggers(t, sub.Drain(t, time.Second)); len(got) != 1 {
 		t.Fatalf("got %d triggers, want 1", len(got))
+	}
+}
+
+// Two partial triggers with different reasons (the rules', then an
+// operator's) raise two alerts; when every processor has arrived both are
+// resolved, not only the last one.
+func TestEveryPartialAlertIsResolved(t *testing.T) {
+	e := apptest.New(t)
+	d, _ := gamedate.Parse("2026-01-19")
+	for _, p := range []string{"PlayerGameSummaryProcessor", "AsyncUpcomingPlayerGameContextProcessor", "TeamDefenseGameSummaryProcessor"} {
+		if c := e.Deliver("Phase3To4", "m-"+p, apptest.Completion(p, d.String(), "success")); c >= 300 {
+			t.Fatalf("%s: status %d", p, c)
+		}
+	}
+	if _, err := e.App.Gates[1].Evaluate(context.Background(), d, gate.SourceManual, nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"TeamOffenseGameSummaryProcessor", "UpcomingTeamGameContextProcessor"} {
+		if c := e.Deliver("Phase3To4", "m-"+p, apptest.Completion(p, d.String(), "success")); c >= 300 {
+			t.Fatalf("%s: status %d", p, c)
+		}
+	}
+	raised, resolved := 0, 0
+	var texts []string
+	for _, p := range e.Slack.Delivered() {
+		texts = append(texts, p.Text)
+		switch {
+		case strings.Contains(p.Text, "every processor has now completed"):
+			resolved++
+		case strings.Contains(p.Text, "went on without data"):
+			raised++
+		}
+	}
+	if raised != 2 || resolved != 2 {
+		t.Fatalf("%d partial alerts raised, %d resolved; want 2 and 2 (posts %q)", raised, resolved, texts)
 	}
 }

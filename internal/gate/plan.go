@@ -103,12 +103,15 @@ func (g *Gate) plan(date gamedate.Date, st *docState, ev *event, dup bool, src S
 	if pl.needLedger {
 		return pl
 	}
-	if st.alertKey != "" && !st.resolved && view.allComplete(g.phase) {
-		// Every processor a partial trigger went on without has arrived.
+	if len(st.openAlerts) > 0 && view.allComplete(g.phase) {
+		// Every processor the partial triggers went on without has arrived.
 		pl.set(fAlertResolved, true)
-		pl.resolve(alert.Alert{Key: st.alertKey, Phase: g.phase.Name, GameDate: date.String(),
-			Title:     fmt.Sprintf("%s for %s: every processor has now completed", g.phase.Name, date),
-			Completed: len(completed), Expected: len(g.phase.Expected), Elapsed: now.Sub(first)})
+		pl.set(fAlertKeys, []string{})
+		for _, key := range st.openAlerts {
+			pl.resolve(alert.Alert{Key: key, Phase: g.phase.Name, GameDate: date.String(),
+				Title:     fmt.Sprintf("%s for %s: every processor has now completed", g.phase.Name, date),
+				Completed: len(completed), Expected: len(g.phase.Expected), Elapsed: now.Sub(first)})
+		}
 	}
 	if pl.claimed && src != SourceEvent {
 		// An action nobody's message asked for is kept on the gate for operators.
@@ -293,11 +296,12 @@ func (g *Gate) claim(pl *plan, date gamedate.Date, st *docState, ev *event, src 
 		pl.set(fClaimToken, firestore.Delete)
 	}
 	pl.message, pl.payload = &msg, payload
-	if key := g.phase.Name + ":" + date.String() + ":" + d.Reason; d.IsPartial && (key != st.alertKey || st.resolved) {
+	if key := g.phase.Name + ":" + date.String() + ":" + d.Reason; d.IsPartial && !slices.Contains(st.openAlerts, key) {
 		// One alert per reason: a second manual trigger still without its
 		// data is the same news.
 		pl.set(fAlertKey, key)
 		pl.set(fAlertResolved, false)
+		pl.set(fAlertKeys, append(slices.Clone(st.openAlerts), key))
 		pl.raise(g.partialAlert(key, date, st, msg, now))
 	}
 	pl.rows = append(pl.rows, g.triggerRow(date, st, msg, now))

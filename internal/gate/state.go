@@ -41,8 +41,12 @@ const (
 	fCorrelation   = "_correlation_id"
 	fAlertKey      = "_alert_key"
 	fAlertResolved = "_alert_resolved"
-	fUpdatedAt     = "_updated_at"
-	fHistory       = "_sweep_actions"
+	// fAlertKeys are the partial alerts raised and not yet resolved: a
+	// second partial trigger with another reason (a manual one after a
+	// timeout) must not leave the first one's alert open for ever.
+	fAlertKeys = "_partial_alert_keys"
+	fUpdatedAt = "_updated_at"
+	fHistory   = "_sweep_actions"
 )
 
 // Trigger states.
@@ -71,6 +75,7 @@ type docState struct {
 	messageIDs []string
 	late       []string
 	alertKey   string
+	openAlerts []string
 	resolved   bool
 	corrID     string
 	reason     string
@@ -134,6 +139,10 @@ func decodeData(p *config.Phase, data map[string]any, updateTime, created time.T
 	st.late = stringList(st.data[fLate])
 	st.alertKey, _ = st.data[fAlertKey].(string)
 	st.resolved, _ = st.data[fAlertResolved].(bool)
+	st.openAlerts = stringList(st.data[fAlertKeys])
+	if _, ok := st.data[fAlertKeys]; !ok && st.alertKey != "" && !st.resolved {
+		st.openAlerts = []string{st.alertKey} // written before the list
+	}
 	st.corrID, _ = st.data[fCorrelation].(string)
 	if st.corrID == "" {
 		st.corrID = nightCorrelation(p, st.data)
