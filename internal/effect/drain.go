@@ -37,6 +37,9 @@ func (r *DrainReport) add(o DrainReport) {
 // over several sweeps rather than holding one past its budget.
 const laneLimit = 50
 
+// maxNotIn is Firestore's limit on a not-in filter's values.
+const maxNotIn = 10
+
 // Drain performs what is owed and due, lane by lane: each destination is
 // queried on its own (served by the index on destination, due_at), its
 // effects tried oldest first, one at a time, and a lane stops at its first
@@ -82,7 +85,12 @@ func (e *Engine) Drain(ctx context.Context) (DrainReport, error) {
 		})
 	}
 	wg.Wait()
-	collect(e.drainLane(ctx, "(other)", e.coll().Where(fDue, "<=", now).OrderBy(fDue, firestore.Asc),
+	// The lanes' own effects are left out by the query, not after it: a
+	// backlog on a known lane would otherwise fill every page and starve
+	// the orphans. Firestore takes at most 10 values in not-in; any lane
+	// past them is left out here.
+	notIn := lanes[:min(len(lanes), maxNotIn)]
+	collect(e.drainLane(ctx, "(other)", e.coll().Where(fDest, "not-in", notIn).Where(fDue, "<=", now).OrderBy(fDue, firestore.Asc),
 		func(r *Record) bool { return !known[r.Destination] }))
 	return rep, errors.Join(errs...)
 }

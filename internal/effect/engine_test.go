@@ -377,17 +377,21 @@ func TestDrainIsFairAcrossDestinations(t *testing.T) {
 		broken = append(broken, m)
 	}
 	w.decide(t, "backlog", broken...) // their creator died
+	w.clock.Advance(time.Second)
 	var fine []effect.Effect
 	for i := range 3 {
 		fine = append(fine, w.message(fmt.Sprintf("b%d", i), "topic-b"))
 	}
+	// A topic no lane names any more (renamed in the configuration),
+	// due after the whole backlog: it is not starved by it either.
+	fine = append(fine, w.message("orphan", "topic-renamed"))
 	w.decide(t, "fine", fine...)
 	w.clock.Advance(2 * time.Minute)
 	rep, err := w.eng.Drain(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rep.Performed != 3 || rep.Pending != 1 || len(rep.Stopped) != 1 || rep.Stopped[0] != "topic-a" {
+	if rep.Performed != 4 || rep.Pending != 1 || len(rep.Stopped) != 1 || rep.Stopped[0] != "topic-a" {
 		t.Fatalf("report %+v", rep)
 	}
 	tried := 0
