@@ -17,6 +17,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+
+	"cloud.google.com/go/firestore"
 	"time"
 
 	"cloud.google.com/go/civil"
@@ -546,6 +548,22 @@ func TestTakenOverDocumentOverdueAndCorrelated(t *testing.T) {
 		sweepPast(t, e, 1)
 		if !slices.ContainsFunc(slackTexts(e), func(s string) bool { return strings.Contains(s, "overdue") && strings.Contains(s, "phase3_to_phase4") }) {
 			t.Fatalf("slack %q: want the phase 3 gate reported overdue", slackTexts(e))
+		}
+		ctx := context.Background()
+		if r := e.App.Health.Check(ctx); r.Overdue != 1 {
+			t.Fatalf("Health overdue %d, want the taken-over gate", r.Overdue)
+		}
+		// The running system triggers it (it writes no _open): the warning
+		// is resolved and Health counts it no more.
+		if _, err := e.App.FS.Doc("phase3_completion/"+date).Update(ctx, []firestore.Update{{Path: "_triggered", Value: true}}); err != nil {
+			t.Fatal(err)
+		}
+		sweepPast(t, e, 1)
+		if !slices.ContainsFunc(slackTexts(e), func(s string) bool { return strings.Contains(s, "no longer overdue") }) {
+			t.Fatalf("slack %q: want the warning resolved", slackTexts(e))
+		}
+		if r := e.App.Health.Check(ctx); r.Overdue != 0 {
+			t.Fatalf("Health overdue %d after the trigger, want 0", r.Overdue)
 		}
 	})
 	t.Run("correlation", func(t *testing.T) {

@@ -17,6 +17,12 @@ import (
 // "resolved". The sweep finds gates to resolve by it.
 const fOverdue = "_overdue_alert"
 
+// fTakenOver marks a running-system document (no _open) whose overdue
+// warning phasegate raised: the running system may trigger it without
+// writing _open, so the sweep finds it for the "resolved" by this mark, and
+// Health counts it overdue while the warning stands.
+const fTakenOver = "_taken_over"
+
 // Overdue actions CheckOverdue reports.
 const (
 	OverdueRaised   = "raised"
@@ -27,12 +33,14 @@ const (
 // whose first completion is older than stuck_after, at any age (the
 // look-back must not let a stuck date age out unannounced; newest first,
 // served by the index of the open-gates query), and gates whose overdue
-// warning was raised and which have since triggered.
+// warning was raised (phasegate's, and the running system's it marked
+// _taken_over) and which may have triggered since.
 func (g *Gate) OverdueQueries(fs *firestore.Client, cutoff time.Time) []firestore.Query {
 	coll := fs.Collection(g.Names.Coll(g.phase.Collection))
 	return []firestore.Query{
 		coll.Where(fOpen, "==", true).Where(fFirstCompletion, "<=", cutoff).OrderBy(fFirstCompletion, firestore.Desc),
 		coll.Where(fOverdue, "==", OverdueRaised).Where(fOpen, "==", false),
+		coll.Where(fOverdue, "==", OverdueRaised).Where(fTakenOver, "==", true),
 	}
 }
 
@@ -48,8 +56,8 @@ func (g *Gate) CheckOverdue(ctx context.Context, date gamedate.Date, snap *fires
 	st := decodeState(g.phase, snap)
 	now := g.Clock.Now()
 	mark, _ := st.data[fOverdue].(string)
-	open, ok := st.data[fOpen].(bool)
-	if !ok {
+	open, ours := st.data[fOpen].(bool)
+	if !ours {
 		open = !st.triggered
 	}
 	key := g.phase.Name + ":" + date.String() + ":overdue"
@@ -84,8 +92,12 @@ func (g *Gate) CheckOverdue(ctx context.Context, date gamedate.Date, snap *fires
 	default:
 		return "", nil
 	}
+	ups := []firestore.Update{{Path: fOverdue, Value: action}}
+	if !ours && action == OverdueRaised {
+		ups = append(ups, firestore.Update{Path: fTakenOver, Value: true})
+	}
 	made, err := g.Effects.Decide(ctx, []effect.Write{{Ref: snap.Ref,
-		Update: []firestore.Update{{Path: fOverdue, Value: action}},
+		Update: ups,
 		Pre:    []firestore.Precondition{firestore.LastUpdateTime(snap.UpdateTime)}}}, []effect.Effect{eff}, nil)
 	if errors.Is(err, effect.ErrConflict) {
 		return "", nil // written meanwhile: the next sweep judges it again

@@ -14,6 +14,7 @@ import (
 	"cloud.google.com/go/firestore"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/phasegate/phasegate/internal/alert"
 	"github.com/phasegate/phasegate/internal/clock"
 	"github.com/phasegate/phasegate/internal/config"
 	"github.com/phasegate/phasegate/internal/effect"
@@ -94,7 +95,7 @@ func (h *Health) Check(ctx context.Context) Report {
 				return fmt.Errorf("count %s: %w", key, err)
 			}
 			mu.Lock()
-			into[key] = n
+			into[key] += n
 			mu.Unlock()
 			return nil
 		})
@@ -107,8 +108,15 @@ func (h *Health) Check(ctx context.Context) Report {
 		count(r.OverdueByPhase, p.Name, coll.Where("_open", "==", true).
 			Where("_first_completion_at", "<=", now.Add(-p.StuckAfter)).
 			OrderBy("_first_completion_at", firestore.Desc))
+		// A running-system document the sweep warned about (it has no
+		// _open): overdue until the sweep sees it triggered.
+		count(r.OverdueByPhase, p.Name, coll.Where("_overdue_alert", "==", "raised").Where("_taken_over", "==", true))
 		count(r.UnpublishedByKey, p.Collection, coll.Where("_trigger_state", "in", unconfirmed))
 	}
+	// Alerts an earlier revision's outbox still holds, not yet moved into
+	// the effect log (the sweep moves them a page at a time).
+	outbox := map[string]int64{}
+	count(outbox, "alerts", h.FS.Collection(h.Names.Coll(alert.Collection)).Where("waiting_since", ">", time.Time{}))
 	if h.BatchColl != "" {
 		count(r.UnpublishedByKey, h.BatchColl, h.FS.Collection(h.Names.Coll(h.BatchColl)).Where(h.BatchState, "in", unconfirmed))
 	}
@@ -129,7 +137,7 @@ func (h *Health) Check(ctx context.Context) Report {
 		r.Unpublished += n
 	}
 	r.Breakers = facts.Breakers
-	r.AlertsWaiting, r.EffectsOwed, r.EffectsFailed = effects.AlertsOwed, effects.Owed, effects.Failed
+	r.AlertsWaiting, r.EffectsOwed, r.EffectsFailed = effects.AlertsOwed+outbox["alerts"], effects.Owed, effects.Failed
 	if !effects.OldestAlert.IsZero() {
 		r.OldestAlertAgeS = int64(now.Sub(effects.OldestAlert).Seconds())
 	}

@@ -130,3 +130,20 @@ func TestHealthUnavailable(t *testing.T) {
 		t.Fatalf("with Firestore unreadable: %d %+v, want 503 unavailable", code, r)
 	}
 }
+
+// An alert an earlier revision's outbox still owes, held by its old
+// sender and not yet moved into the effect log, counts as waiting.
+func TestHealthCountsTheEarlierOutbox(t *testing.T) {
+	e := apptest.New(t)
+	e.Deliver("Sweep", "s1", map[string]any{})
+	_, err := e.App.FS.Collection("orchestrator_alerts").Doc("old").Create(context.Background(), map[string]any{
+		"key": "phase2_to_phase3:2026-01-19:failure", "state": "pending", "waiting_since": apptest.Start,
+		"sending_until": apptest.Start.Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, _ := e.App.Handler("Health")
+	if _, r := health(t, h); r.AlertsWaiting != 1 || r.Status != "degraded" {
+		t.Fatalf("alerts_waiting %d (%s), want the outbox's one", r.AlertsWaiting, r.Status)
+	}
+}
