@@ -48,6 +48,10 @@ const (
 	DieBefore              // the instance dies right before it: it never happens
 	DieAfter               // the instance dies right after it took effect
 	Hold                   // it waits until Release, then goes on
+	// Replay: it takes effect (AfterCommit sees it), then is sent again
+	// and answers as the replay does, as the client's own retry of a
+	// Commit answered Unavailable would.
+	Replay
 )
 
 // NewFaults returns a Faults with nothing armed.
@@ -177,7 +181,7 @@ func (f *Faults) unary(ctx context.Context, method string, req, reply any, cc *g
 		<-r.release
 		r = nil
 	}
-	if r == nil {
+	if r == nil || r.fault == Replay {
 		err := invoker(ctx, method, req, reply, cc, opts...)
 		if err == nil && ok {
 			f.mu.Lock()
@@ -187,7 +191,10 @@ func (f *Faults) unary(ctx context.Context, method string, req, reply any, cc *g
 				fn(c)
 			}
 		}
-		return err
+		if err != nil || r == nil {
+			return err
+		}
+		return invoker(ctx, method, req, reply, cc, opts...)
 	}
 	if r.fault == FailAfter || r.fault == DieAfter {
 		if err := invoker(ctx, method, req, reply, cc, opts...); err != nil {

@@ -32,6 +32,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"cloud.google.com/go/firestore"
@@ -86,6 +87,9 @@ type Gate struct {
 	Deps
 	phase *config.Phase
 	norm  *completion.Normalizer
+	// seeded: this instance saw the ledger's seed marker (SeedLedgerOnce);
+	// later sweeps skip its read.
+	seeded atomic.Bool
 }
 
 // New returns the gate of phase p.
@@ -274,7 +278,10 @@ func (g *Gate) run(ctx context.Context, date gamedate.Date, ev *event, src Sourc
 		}
 		return out, errs.E(errs.KindOf(err), "firestore", err)
 	}
-	if pl.needCheck != nil || (len(pl.updates) > 0 && made.Decided.IsZero()) {
+	// A replayed claim is finished as claimed below, never planned again:
+	// a manual trigger planned again would claim the next generation.
+	replayed := len(pl.updates) > 0 && made.Decided.IsZero() && !pl.claimed
+	if pl.needCheck != nil || replayed {
 		// The rules fired; the data check decides. It runs outside the write
 		// loop (a query takes seconds), then the gate is planned again with
 		// its result: whatever changed meanwhile, the claim stays exclusive.

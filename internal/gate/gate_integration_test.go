@@ -6,8 +6,12 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"cloud.google.com/go/firestore"
+	"cloud.google.com/go/firestore/apiv1/firestorepb"
 
 	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
 
@@ -296,5 +300,39 @@ func TestEveryPartialAlertIsResolved(t *testing.T) {
 	}
 	if raised != 2 || resolved != 2 {
 		t.Fatalf("%d partial alerts raised, %d resolved; want 2 and 2 (posts %q)", raised, resolved, texts)
+	}
+}
+
+// A manual trigger whose claim commit the client replayed (applied, the
+// answer lost, the replay refused) while another write touched the gate
+// is finished as claimed: one trigger, not the next generation as well.
+func TestReplayedManualClaimTriggersOnce(t *testing.T) {
+	f := apptest.NewFaults()
+	e := apptest.New(t, f.Option(t))
+	sub := e.Sub("nba-phase3-trigger")
+	e.Deliver("Phase2To3", "m1", apptest.Completion("NbacScheduleProcessor", "2026-01-19", "success"))
+	d, _ := gamedate.Parse("2026-01-19")
+	var touched atomic.Bool
+	f.AfterCommit(func(c *firestorepb.CommitRequest) {
+		for _, w := range c.Writes {
+			if strings.Contains(w.GetUpdate().GetName(), "/orchestrator_generations/") && touched.CompareAndSwap(false, true) {
+				if _, err := e.App.FS.Doc("phase2_completion/2026-01-19").Update(context.Background(),
+					[]firestore.Update{{Path: "touched", Value: true}}); err != nil {
+					t.Error(err)
+				}
+			}
+		}
+	})
+	f.At("orchestrator_generations", 0, apptest.Replay)
+	out, err := e.App.Gates[0].Evaluate(context.Background(), d, gate.SourceManual, nil)
+	if err != nil || out.TriggerID != "phase2_to_phase3:2026-01-19:1" {
+		t.Fatalf("manual: %+v, %v", out, err)
+	}
+	if !f.Hit() || e.Metrics.Get("effects.decision_replayed") != 1 {
+		t.Fatalf("the claim's commit was not replayed (hit %v, replayed %d)", f.Hit(), e.Metrics.Get("effects.decision_replayed"))
+	}
+	got := triggers(t, sub.Drain(t, time.Second))
+	if len(got) != 1 || got[0].TriggerID != "phase2_to_phase3:2026-01-19:1" {
+		t.Fatalf("triggers %+v, want the one manual trigger", got)
 	}
 }
