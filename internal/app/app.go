@@ -181,6 +181,8 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*App, error) {
 	}
 	for _, g := range a.Gates {
 		a.Sweeper.Gates = append(a.Sweeper.Gates, g)
+		a.Sweeper.TakeOvers = append(a.Sweeper.TakeOvers, sweep.TakeOver{
+			Name: out.names.Coll(gate.LedgerCollection) + "[" + g.Phase().Name + "]", Run: g.SeedLedgerOnce})
 	}
 	if cfg.Owns(config.BatchPhase) {
 		a.Sweeper.Batches = batch.ForSweep{T: a.Batches}

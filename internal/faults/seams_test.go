@@ -122,7 +122,8 @@ func TestRerunAfterDeleteGetsANewTriggerID(t *testing.T) {
 
 // A gate triggered by a revision before the generation ledger (its ledger
 // missing) and then deleted and re-run still gets a trigger_id never used:
-// the take-over carries the gate's generation into the ledger.
+// the first sweep of this revision carries the gate's generation into the
+// ledger, and so does `phasegate effects take-over` (SeedLedger).
 func TestRerunAfterLedgerlessTriggerGetsANewTriggerID(t *testing.T) {
 	ctx := context.Background()
 	e := apptest.New(t)
@@ -136,9 +137,13 @@ func TestRerunAfterLedgerlessTriggerGetsANewTriggerID(t *testing.T) {
 	if _, err := old[0].Ref.Delete(ctx); err != nil { // as an earlier revision left it
 		t.Fatal(err)
 	}
+	sweepPast(t, e, 1) // this revision's first sweep
+	if _, err := ledgers.Doc(old[0].Ref.ID).Get(ctx); err != nil {
+		t.Fatalf("the first sweep did not carry the gate into the ledger: %v", err)
+	}
 	seeded := 0
 	for _, g := range e.App.Gates {
-		n, err := g.SeedLedger(ctx, 1)
+		n, err := g.SeedLedger(ctx, 1) // the operator's take-over, a page of one
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -147,6 +152,7 @@ func TestRerunAfterLedgerlessTriggerGetsANewTriggerID(t *testing.T) {
 	if seeded != 1 {
 		t.Fatalf("the take-over read %d triggered gates, want 1", seeded)
 	}
+
 	if _, err := e.App.FS.Doc("phase4_completion/" + date).Delete(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -186,6 +186,35 @@ func (g *Gate) SeedLedger(ctx context.Context, pageSize int) (int, error) {
 	}
 }
 
+// SeedLedgerOnce is SeedLedger the first time any instance runs it for
+// this phase, then nothing: the sweep's take-over step after a deploy over
+// a revision before the ledger. A marker document in the ledger's
+// collection records that it ran; `phasegate effects take-over` runs
+// SeedLedger again regardless (for gates an old instance triggered during
+// the rollout, after the first sweep).
+func (g *Gate) SeedLedgerOnce(ctx context.Context) (int, error) {
+	if g.seeded.Load() {
+		return 0, nil
+	}
+	marker := g.Firestore.Collection(g.Names.Coll(LedgerCollection)).Doc("seeded:" + g.phase.Name)
+	if _, err := marker.Get(ctx); err == nil {
+		g.seeded.Store(true)
+		return 0, nil
+	} else if status.Code(err) != codes.NotFound {
+		return 0, fmt.Errorf("gate %s: read the ledger's seed marker: %w", g.phase.Name, err)
+	}
+	n, err := g.SeedLedger(ctx, 300)
+	if err != nil {
+		return n, err
+	}
+	_, err = marker.Create(ctx, map[string]any{"phase": g.phase.Name, "seeded_at": g.Clock.Now(), "gates": n})
+	if err != nil && status.Code(err) != codes.AlreadyExists {
+		return n, fmt.Errorf("gate %s: record the ledger's seed: %w", g.phase.Name, err)
+	}
+	g.seeded.Store(true)
+	return n, nil
+}
+
 // Confirm records a trigger published (effect.Owner): the generation the
 // publish was for, unless the gate moved on. The gate stays open when a
 // late_arrival generation is owed at once, so the sweep claims it.
