@@ -20,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"cloud.google.com/go/bigquery"
@@ -158,7 +159,7 @@ func (s *Sink) Perform(ctx context.Context, r *effect.Record) effect.Result {
 		}
 	}
 	start := bigquery.NullTimestamp{Timestamp: row.StartTime, Valid: !row.StartTime.IsZero() && row.StartTime.Unix() > 0}
-	err = s.table.Inserter().Put(ctx, &bigquery.ValuesSaver{Schema: Schema, InsertID: insertID(row.Key, r.Incarnation), Row: []bigquery.Value{
+	err = s.table.Inserter().Put(ctx, &bigquery.ValuesSaver{Schema: Schema, InsertID: insertID(row, r.Incarnation), Row: []bigquery.Value{
 		row.ExecutionTimestamp, row.PhaseName, civil.Date(date), start, row.DurationSeconds,
 		bigquery.NullInt64{}, row.Status, row.CorrelationID, row.Metadata, s.clock.Now().UTC(),
 	}})
@@ -207,9 +208,8 @@ func splitTable(s string) (string, string) {
 // carries; the emulator has no JSON_VALUE, and a substring is as exact here
 // because the key is written by json.Marshal without escapes.
 func (s *Sink) exists(ctx context.Context, rec stored, inc string, date gamedate.Date) (bool, error) {
-	// A row an earlier revision's outbox owed carries no incarnation.
 	incNeedle := ""
-	if inc != outboxIncarnation {
+	if !keyOnly(rec, inc) {
 		incNeedle = needle("incarnation", inc)
 	}
 	q := s.bq.Query(fmt.Sprintf(
@@ -243,13 +243,21 @@ func needle(field, value string) string {
 }
 
 // insertID de-duplicates a row's inserts for BigQuery (best-effort, for
-// about a minute): one per decision and incarnation. A row an earlier
-// revision's outbox owed kept its key alone.
-func insertID(key, inc string) string {
-	if inc == outboxIncarnation {
-		return key
+// about a minute): one per decision and incarnation, or the key alone for
+// a row an earlier revision owed.
+func insertID(rec stored, inc string) string {
+	if keyOnly(rec, inc) {
+		return rec.Key
 	}
-	return key + "@" + inc
+	return rec.Key + "@" + inc
+}
+
+// keyOnly reports whether rec was made by a revision that named rows by
+// their key alone: an earlier revision's outbox, or an effect owed before
+// rows carried their incarnation (its metadata has none). Such a row is
+// looked for, and de-duplicated, by its key, as that revision did.
+func keyOnly(rec stored, inc string) bool {
+	return inc == outboxIncarnation || !strings.Contains(rec.Metadata, `"incarnation":`)
 }
 
 // outboxRecord is a row an earlier revision's outbox held.

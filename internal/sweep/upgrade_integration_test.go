@@ -16,6 +16,8 @@ import (
 	"github.com/phasegate/phasegate/internal/bqtest"
 	"github.com/phasegate/phasegate/internal/config"
 	"github.com/phasegate/phasegate/internal/docid"
+	"github.com/phasegate/phasegate/internal/effect"
+	"github.com/phasegate/phasegate/internal/gamedate"
 	"github.com/phasegate/phasegate/internal/gate"
 	"github.com/phasegate/phasegate/internal/history"
 )
@@ -131,5 +133,44 @@ func TestUpgradeTakesOverTheHistoryOutbox(t *testing.T) {
 	sweepOnce(t, e)
 	if n := bq.HistoryRows(t, "phase2_to_phase3", "complete"); n != 2 {
 		t.Fatalf("%d history rows, want one per key", n)
+	}
+}
+
+// A row effect the revision before rows carried their incarnation owed,
+// whose performer died after inserting it: looked for by its key alone, as
+// that revision named it, and not inserted again.
+func TestUpgradeFindsARowOwedWithoutIncarnation(t *testing.T) {
+	bq := bqtest.Start(t)
+	bq.HistoryTable(t)
+	e := apptest.New(t, apptest.WithBigQuery(bq.Emu.Host, bqtest.Project),
+		apptest.WithConfig(func(c *config.Config) { c.BigQuery.DataChecks = config.Off }))
+	ctx := context.Background()
+	d, _ := gamedate.Parse("2026-01-18")
+	key := "phase2_to_phase3:2026-01-18:1"
+	ef := history.Effect(history.Row{Key: key, ExecutionTimestamp: e.Clock.Now(), PhaseName: "phase2_to_phase3",
+		GameDate: d, Status: "complete", CorrelationID: "night"}, e.App.History.Table(), "inc-old")
+	var data map[string]any
+	if err := json.Unmarshal(ef.Data, &data); err != nil {
+		t.Fatal(err)
+	}
+	meta := `{"history_key":"` + key + `"}` // as the earlier revision wrote it
+	data["metadata"] = meta
+	ef.Data, _ = json.Marshal(data)
+	if _, err := effect.Commit(ctx, e.App.FS, e.App.Effects.Owe(e.Clock.Now(), ef)...); err != nil {
+		t.Fatal(err)
+	}
+	now := e.Clock.Now()
+	row := &bigquery.ValuesSaver{Schema: history.Schema, InsertID: key, Row: []bigquery.Value{now, "phase2_to_phase3",
+		civil.Date(d), now, 0.0, bigquery.NullInt64{}, "complete", "night", meta, now}}
+	if err := bq.Client.Dataset("nba_orchestration").Table("phase_execution_log").Inserter().Put(bqtest.Ctx(t), row); err != nil {
+		t.Fatal(err)
+	}
+	e.Clock.Advance(10 * time.Minute) // its performer's lease is long gone
+	sweepOnce(t, e)
+	if n := bq.HistoryRows(t, "phase2_to_phase3", "complete"); n != 1 {
+		t.Fatalf("%d history rows, want the one already inserted", n)
+	}
+	if e.Metrics.Get("history.already_written") != 1 {
+		t.Fatalf("the row was not looked for: %v", e.Metrics.Snapshot())
 	}
 }
