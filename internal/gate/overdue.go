@@ -18,9 +18,8 @@ import (
 const fOverdue = "_overdue_alert"
 
 // fTakenOver marks a running-system document (no _open) whose overdue
-// warning phasegate raised: the running system may trigger it without
-// writing _open, so the sweep finds it for the "resolved" by this mark, and
-// Health counts it overdue while the warning stands.
+// warning phasegate raised: Health counts it overdue while the warning
+// stands (no query of _open finds it).
 const fTakenOver = "_taken_over"
 
 // Overdue actions CheckOverdue reports.
@@ -33,14 +32,14 @@ const (
 // whose first completion is older than stuck_after, at any age (the
 // look-back must not let a stuck date age out unannounced; newest first,
 // served by the index of the open-gates query), and gates whose overdue
-// warning was raised (phasegate's, and the running system's it marked
-// _taken_over) and which may have triggered since.
+// warning was raised and which have triggered since: _triggered, which
+// phasegate's confirm and the running system both write (a running-system
+// document has no _open), so warnings on stuck gates never fill the page.
 func (g *Gate) OverdueQueries(fs *firestore.Client, cutoff time.Time) []firestore.Query {
 	coll := fs.Collection(g.Names.Coll(g.phase.Collection))
 	return []firestore.Query{
 		coll.Where(fOpen, "==", true).Where(fFirstCompletion, "<=", cutoff).OrderBy(fFirstCompletion, firestore.Desc),
-		coll.Where(fOverdue, "==", OverdueRaised).Where(fOpen, "==", false),
-		coll.Where(fOverdue, "==", OverdueRaised).Where(fTakenOver, "==", true),
+		coll.Where(fOverdue, "==", OverdueRaised).Where(fTriggered, "==", true),
 	}
 }
 
