@@ -20,41 +20,65 @@ import (
 const startRetry = time.Second
 
 // startTimeout bounds one start: a dependency that hangs at cold start
-// (a metadata server, a DNS lookup) must not hold every request of the
-// instance behind it until Cloud Run's request timeout.
-const startTimeout = time.Minute
+// (a metadata server, a DNS lookup) must not hold the instance's requests
+// behind it until their own timeouts (60 s for the shortest).
+const startTimeout = 15 * time.Second
 
 // starter builds an instance's App on its first request, so that init does
 // no network I/O, and keeps it. A failed start is not kept: one transient
 // error at cold start (a dependency not ready yet) would otherwise make
-// every request of that instance fail for its whole life.
+// every request of that instance fail for its whole life. Requests that
+// arrive during a start wait for it, each no longer than its own context.
 type starter struct {
 	build   func(ctx context.Context) (*App, error)
 	retry   time.Duration
 	timeout time.Duration
 
-	mu   sync.Mutex
-	app  *App
-	err  error
-	next time.Time // no new start before
+	mu      sync.Mutex
+	app     *App
+	err     error
+	next    time.Time     // no new start before
+	running chan struct{} // closed when the start under way ends
 }
 
 func (s *starter) get(ctx context.Context) (*App, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	switch {
-	case s.app != nil:
-		return s.app, nil
-	case s.err != nil && time.Now().Before(s.next):
-		return nil, s.err
+	for {
+		s.mu.Lock()
+		if s.app != nil {
+			defer s.mu.Unlock()
+			return s.app, nil
+		}
+		if ch := s.running; ch != nil {
+			s.mu.Unlock()
+			select {
+			case <-ch:
+				continue
+			case <-ctx.Done():
+				return nil, fmt.Errorf("app: waiting for the instance to start: %w", ctx.Err())
+			}
+		}
+		if s.err != nil && time.Now().Before(s.next) {
+			defer s.mu.Unlock()
+			return nil, s.err
+		}
+		ch := make(chan struct{})
+		s.running = ch
+		s.mu.Unlock()
+
+		a, err := s.start(ctx)
+
+		s.mu.Lock()
+		s.running = nil
+		if err != nil {
+			s.err, s.next = fmt.Errorf("%w (the next request tries again)", err), time.Now().Add(s.retry)
+		} else {
+			s.app, s.err = a, nil
+		}
+		err = s.err
+		s.mu.Unlock()
+		close(ch)
+		return a, err
 	}
-	a, err := s.start(ctx)
-	if err != nil {
-		s.err, s.next = fmt.Errorf("%w (the next request tries again)", err), time.Now().Add(s.retry)
-		return nil, s.err
-	}
-	s.app, s.err = a, nil
-	return a, nil
 }
 
 // start builds the App on a context that outlives the request (its clients

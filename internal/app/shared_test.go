@@ -87,3 +87,39 @@ func TestHangingStartIsCutOff(t *testing.T) {
 		t.Fatalf("a started App's context was cancelled: %v", kept.Err())
 	}
 }
+
+// A request that arrives while a start is under way waits for it no longer
+// than its own context allows; the start goes on for the others.
+func TestWaiterLeavesAHangingStart(t *testing.T) {
+	release := make(chan struct{})
+	s := &starter{retry: time.Millisecond, timeout: time.Minute, build: func(context.Context) (*App, error) {
+		<-release
+		return &App{}, nil
+	}}
+	first := make(chan error, 1)
+	go func() {
+		_, err := s.get(context.Background())
+		first <- err
+	}()
+	for {
+		s.mu.Lock()
+		started := s.running != nil
+		s.mu.Unlock()
+		if started {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if _, err := s.get(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("a waiter behind a hanging start: %v, want its own deadline", err)
+	}
+	close(release)
+	if err := <-first; err != nil {
+		t.Fatalf("the start: %v", err)
+	}
+	if a, err := s.get(context.Background()); a == nil || err != nil {
+		t.Fatalf("after the start: %v %v", a, err)
+	}
+}
