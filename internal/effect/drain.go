@@ -46,7 +46,7 @@ const maxNotIn = 10
 // failed try (its destination is down; one try per sweep is its backoff),
 // so one broken destination never starves the others. Lanes run
 // concurrently. Effects whose destination no lane names (a topic since
-// renamed in the configuration) are drained last, from the oldest due.
+// renamed in the configuration) have a lane of their own beside them.
 // The error reports failed queries only; Drain goes on with the other
 // lanes, and an effect it could not take or record is logged and counted.
 func (e *Engine) Drain(ctx context.Context) (DrainReport, error) {
@@ -84,14 +84,17 @@ func (e *Engine) Drain(ctx context.Context) (DrainReport, error) {
 				e.coll().Where(fDest, "==", lane).Where(fDue, "<=", now).OrderBy(fDue, firestore.Asc), nil))
 		})
 	}
-	wg.Wait()
-	// The lanes' own effects are left out by the query, not after it: a
-	// backlog on a known lane would otherwise fill every page and starve
-	// the orphans. Firestore takes at most 10 values in not-in; any lane
-	// past them is left out here.
+	// Beside the lanes, not after them: a slow lane must not spend the
+	// budget it needs. The lanes' own effects are left out by the query,
+	// not after it: a backlog on a known lane would otherwise fill every
+	// page and starve the orphans. Firestore takes at most 10 values in
+	// not-in; any lane past them is left out here.
 	notIn := lanes[:min(len(lanes), maxNotIn)]
-	collect(e.drainLane(ctx, "(other)", e.coll().Where(fDest, "not-in", notIn).Where(fDue, "<=", now).OrderBy(fDue, firestore.Asc),
-		func(r *Record) bool { return !known[r.Destination] }))
+	wg.Go(func() {
+		collect(e.drainLane(ctx, "(other)", e.coll().Where(fDest, "not-in", notIn).Where(fDue, "<=", now).OrderBy(fDue, firestore.Asc),
+			func(r *Record) bool { return !known[r.Destination] }))
+	})
+	wg.Wait()
 	return rep, errors.Join(errs...)
 }
 
