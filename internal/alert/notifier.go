@@ -5,12 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sethvargo/go-retry"
@@ -37,8 +38,9 @@ var ErrNotAsked = errors.New("alert: slack not asked")
 // retried.
 var ErrRejected = errors.New("alert: rejected by slack")
 
-// ErrMaybePosted is returned (wrapped) when a request timed out after it
-// went to Slack: Slack may have posted it. Post does not try again at once
+// ErrMaybePosted is returned (wrapped) when a request was sent to Slack and
+// no answer came back (a timeout, a reset connection): Slack may have
+// posted it. Post does not try again at once
 // (that would be a second message whenever the first got through); the
 // effect log tries again after its backoff and counts the possible copy.
 var ErrMaybePosted = errors.New("alert: slack did not answer in time; it may have posted the message")
@@ -293,14 +295,9 @@ func (n *Notifier) Post(ctx context.Context, a Alert) error {
 		retryable := true
 		var rl *slack.RateLimitedError
 		var sc slack.StatusCodeError
-		var ne net.Error
 		switch {
-		case errors.Is(err, ErrBreakerOpen):
+		case errors.Is(err, ErrBreakerOpen), errors.Is(err, ErrMaybePosted):
 			retryable = false
-		case errors.As(err, &ne) && ne.Timeout():
-			retryable = false
-			err = fmt.Errorf("%w: %w", ErrMaybePosted, err)
-			lastErr = err
 		case errors.As(err, &rl):
 			n.m.Inc("alerts.rate_limited")
 			retryAfter = rl.RetryAfter
@@ -357,9 +354,17 @@ func (n *Notifier) attempt(ctx context.Context, r *route, msg *slack.WebhookMess
 	}
 	_, err := r.breaker.Execute(func() (struct{}, error) {
 		*asked = true
-		err := r.redact(slack.PostWebhookCustomHTTPContext(ctx, r.url, n.client, msg))
+		var wrote atomic.Bool
+		tctx := httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+			WroteRequest: func(httptrace.WroteRequestInfo) { wrote.Store(true) }})
+		err := r.redact(slack.PostWebhookCustomHTTPContext(tctx, r.url, n.client, msg))
 		if err != nil && ctx.Err() != nil {
 			err = budgetError{err}
+		}
+		if err != nil && wrote.Load() && !answered(err) {
+			// Sent, and no answer came (a timeout, a reset, EOF): Slack
+			// may have posted it.
+			err = fmt.Errorf("%w: %w", ErrMaybePosted, err)
 		}
 		return struct{}{}, err
 	})
@@ -367,6 +372,15 @@ func (n *Notifier) attempt(ctx context.Context, r *route, msg *slack.WebhookMess
 		return fmt.Errorf("%w (%s): %w", ErrBreakerOpen, r.name, err)
 	}
 	return err
+}
+
+// answered reports whether err is Slack's answer (a status it sent), as
+// opposed to no answer at all.
+func answered(err error) bool {
+	var rl *slack.RateLimitedError
+	var sc slack.StatusCodeError
+	var ne *strconv.NumError // a 429 whose Retry-After slack-go could not parse
+	return errors.As(err, &rl) || errors.As(err, &sc) || errors.As(err, &ne)
 }
 
 // notSlacksFault keeps out of the breaker's count what says nothing about

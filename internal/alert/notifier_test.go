@@ -4,9 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -413,5 +417,52 @@ func TestRateLimitSpacing(t *testing.T) {
 	slices.SortFunc(errorPosts, func(a, b time.Time) int { return a.Compare(b) })
 	if !info.Before(errorPosts[len(errorPosts)-1]) {
 		t.Fatalf("the /info post waited behind /error's limiter")
+	}
+}
+
+// Whether a failed request may have been posted decides whether Post tries
+// it again: a connection cut after the request was sent may have been
+// posted (one request, ErrMaybePosted); one refused before anything was
+// sent cannot have been (tried again until the budget ends).
+func TestNoAnswerAfterSendingIsNotRetried(t *testing.T) {
+	var requests atomic.Int64
+	cut := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
+		_, _ = io.ReadAll(r.Body)
+		conn, _, err := w.(http.Hijacker).Hijack()
+		if err == nil {
+			conn.Close() // no answer at all
+		}
+	}))
+	defer cut.Close()
+	refused := httptest.NewServer(http.NotFoundHandler())
+	refusedURL := refused.URL
+	refused.Close() // nothing listens: the request is never sent
+	for _, tc := range []struct {
+		name      string
+		url       string
+		maybe     bool
+		wantTries func(int64) bool
+	}{
+		{"cut after sending", cut.URL + "/hook", true, func(n int64) bool { return n == 1 }},
+		{"refused before sending", refusedURL + "/hook", false, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			requests.Store(0)
+			cfg := config.Alerts{WebhookURLError: tc.url, SendBudget: time.Second, MaxElapsed: 400 * time.Millisecond,
+				RequestTimeout: 200 * time.Millisecond}
+			m := &metrics.Registry{}
+			n := NewNotifier(cfg, testLogger(t), m, WithRetryBase(10*time.Millisecond), WithBreaker(100, time.Minute))
+			err := n.Post(context.Background(), sample)
+			if err == nil || errors.Is(err, ErrMaybePosted) != tc.maybe {
+				t.Fatalf("Post: %v, want ErrMaybePosted %v", err, tc.maybe)
+			}
+			if tc.wantTries != nil && !tc.wantTries(requests.Load()) {
+				t.Fatalf("%d requests reached the server", requests.Load())
+			}
+			if !tc.maybe && m.Get("alerts.retry") == 0 {
+				t.Fatal("a request that was never sent was not tried again")
+			}
+		})
 	}
 }
