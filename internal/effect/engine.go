@@ -235,7 +235,7 @@ func (e *Engine) Decide(ctx context.Context, ws []Write, effs []Effect, after ma
 		if err == nil {
 			return made(effs, times[len(ws):], now, first(times, len(ws)), after), nil
 		}
-		if !errors.Is(err, ErrConflict) || len(effs) == 0 || attempt == 2 {
+		if !errors.Is(err, ErrConflict) || len(effs) == 0 {
 			return Made{}, err
 		}
 		var refs []*firestore.DocumentRef
@@ -273,7 +273,7 @@ func (e *Engine) Decide(ctx context.Context, ws []Write, effs []Effect, after ma
 			}
 			return made(effs, etimes, now, time.Time{}, nil), nil
 		}
-		if len(keep) == len(effs) {
+		if len(keep) == len(effs) || attempt == 2 {
 			return Made{}, err // the decision itself conflicted
 		}
 		e.Metrics.Inc("effects.owed_before")

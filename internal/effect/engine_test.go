@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -310,7 +311,8 @@ func TestRefusedForKeepForFails(t *testing.T) {
 	if rec["failures"] != int64(3) {
 		t.Fatalf("failures %v", rec["failures"])
 	}
-	if n := w.slack.count(effect.AlarmPrefix + "gave_up:" + a.Key); n != 1 {
+	// One alarm per refusal, named by when it began.
+	if n := w.slack.count(effect.AlarmPrefix + "gave_up:" + a.Key + ":" + strconv.FormatInt(start.Unix(), 10)); n != 1 {
 		t.Fatalf("gave-up alarm posted %d times", n)
 	}
 	c, err := effect.ReadCounts(ctx, w.fs, w.eng.Names)
@@ -362,6 +364,18 @@ func TestResolveFollowsItsRaise(t *testing.T) {
 	}
 	if rec := w.record(t, resolve2); rec["ref"] != "skipped" {
 		t.Fatalf("record %v", rec)
+	}
+
+	// The operator fixes the route and retries the raise: its resolve,
+	// skipped, is owed again and follows it.
+	if st, err := w.eng.Retry(ctx, raise2.ID()); err != nil || !st.Done {
+		t.Fatalf("retry %+v %v", st, err)
+	}
+	if _, err := w.eng.Drain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := w.slack.count(resolve2.Key); n != 1 {
+		t.Fatalf("the retried alert's resolve was posted %d times, want 1", n)
 	}
 }
 

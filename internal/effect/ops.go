@@ -101,7 +101,39 @@ func (e *Engine) Retry(ctx context.Context, id string) (Status, error) {
 	if err != nil {
 		return Status{}, err
 	}
+	if err := e.reoweFollowers(ctx, id); err != nil {
+		return Status{}, err
+	}
 	return e.takeAndRun(ctx, r)
+}
+
+// reoweFollowers makes owed again the effects that follow id and were
+// skipped because it had failed (a raise's "resolved"): retried, it may
+// now be seen, and then so must its follow-up. They wait for id as
+// before, and the sweep performs them after it.
+func (e *Engine) reoweFollowers(ctx context.Context, id string) error {
+	snaps, err := e.coll().Where(fAfter, "==", id).Documents(ctx).GetAll()
+	if err != nil {
+		return fmt.Errorf("effect: read what follows %s: %w", id, err)
+	}
+	now := e.Clock.Now()
+	for _, snap := range snaps {
+		r, err := decode(snap)
+		if err != nil {
+			return err
+		}
+		if r.State != Done || r.Ref != refSkipped {
+			continue
+		}
+		_, err = snap.Ref.Update(ctx, []firestore.Update{
+			{Path: fState, Value: string(Owed)}, {Path: fDue, Value: now}, {Path: fRef, Value: firestore.Delete},
+			{Path: fDoneAt, Value: firestore.Delete}, {Path: config.ExpiresField, Value: firestore.Delete},
+		}, firestore.LastUpdateTime(r.updateTime))
+		if err := classify(err); err != nil && !errors.Is(err, ErrConflict) {
+			return fmt.Errorf("effect: owe %s again: %w", r.ID, err)
+		}
+	}
+	return nil
 }
 
 // Dismiss gives up an owed or failed alert or row: it is no longer
