@@ -73,7 +73,7 @@ $(BIGQUERY_EMULATOR): tools/bigquery-emulator/go.mod tools/bigquery-emulator/go.
 	mv $@.tmp $@
 
 LOADTEST := $(WITH_EMULATORS) $(PHASEGATE) loadtest
-.PHONY: loadtest loadtest-kill loadtest-100k bench-coldstart
+.PHONY: loadtest loadtest-kill loadtest-100k bench-coldstart soak
 ## loadtest: a production-scale night through separate serve processes — K×C ∈ {1,4}×{1,8,80} unpaced at 10,000 players beside the in-process floor, a paced 10,000-player night over 300 s with the gates, 5 short paced runs; table on stdout, loadtest-out/results.json and an SVG (LOADTESTFLAGS to change; ~15 min)
 loadtest:
 	$(LOADTEST) $(LOADTESTFLAGS)
@@ -81,6 +81,10 @@ loadtest:
 ## loadtest-kill: a paced 3,000-player batch in which instance 0 is SIGKILLed halfway and started again (~3 min)
 loadtest-kill:
 	$(LOADTEST) --out loadtest-out/kill --floor=false --unpaced '' --players 3000 --window 90s --short-runs 2 --short-players 1500 --kill-at 0.5 $(LOADTESTFLAGS)
+
+## soak: 8 nights (gates + a 2,500-player batch each) through 3 serve processes with dozens of SIGKILLs, a Slack outage (500, then hanging), a Pub/Sub emulator restart, 10 % duplicates and periodic sweeps, then sweeps until nothing is owed; prints lost, doubled and copies by cause, writes loadtest-out/soak/soak.json (SOAKFLAGS to change; ~10 min; not part of make test)
+soak:
+	$(WITH_EMULATORS) $(PHASEGATE) soak --out loadtest-out/soak $(SOAKFLAGS)
 
 ## loadtest-100k: one unpaced 100,000-player batch at the deployed settings (BATCH_ARRIVAL_RATE 34), to show there is no cliff (~10–15 min)
 loadtest-100k:

@@ -69,7 +69,7 @@ func newRoot() *cobra.Command {
 		},
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(serveCmd(), demoCmd(), emulatorsCmd(), statusCmd(), triggerCmd(), compareCmd(), deadLettersCmd(), batchCmd(), effectsCmd(), loadtestCmd())
+	root.AddCommand(serveCmd(), demoCmd(), emulatorsCmd(), statusCmd(), triggerCmd(), compareCmd(), deadLettersCmd(), batchCmd(), effectsCmd(), loadtestCmd(), soakCmd())
 	for _, c := range root.Commands() {
 		if c.Args == nil {
 			c.Args = noArgs

@@ -97,6 +97,39 @@ func Start(ctx context.Context, logDir string) (*Emulators, error) {
 	return e, nil
 }
 
+// PubSub is one Pub/Sub emulator on a port of the caller's choosing, so
+// that it can be stopped and started again where its clients expect it, as
+// a soak test does to model a Pub/Sub outage.
+type PubSub struct {
+	Host string // host:port
+	e    *Emulators
+}
+
+// StartPubSub launches the Pub/Sub emulator on port and waits until it
+// answers. Its output goes to logDir/NAME-emulator.log when logDir is not
+// empty.
+func StartPubSub(ctx context.Context, logDir, name string, port int) (*PubSub, error) {
+	root, err := SDKRoot()
+	if err != nil {
+		return nil, err
+	}
+	bin := filepath.Join(root, "platform", "pubsub-emulator", "bin", "cloud-pubsub-emulator")
+	p := &PubSub{Host: fmt.Sprintf("127.0.0.1:%d", port), e: &Emulators{}}
+	if err := p.e.launch(bin, logDir, name, "--host=127.0.0.1", fmt.Sprintf("--port=%d", port)); err != nil {
+		return nil, err
+	}
+	waitCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	if err := waitReady(waitCtx, p.Host); err != nil {
+		p.Stop()
+		return nil, fmt.Errorf("emulator: pubsub at %s did not answer: %w", p.Host, err)
+	}
+	return p, nil
+}
+
+// Stop kills the emulator and its JVM; everything it held is gone.
+func (p *PubSub) Stop() { p.e.Stop() }
+
 func (e *Emulators) launch(bin, logDir, name string, args ...string) error {
 	cmd := exec.Command(bin, args...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}

@@ -20,6 +20,10 @@ type Post struct {
 	Status int // what the server answered
 	Body   map[string]any
 	Text   string // the message's fallback text
+	// Abandoned is set when the sender hung up before the answer (a
+	// scripted Delay past its timeout): Slack posted the message, the
+	// sender cannot know it did.
+	Abandoned bool
 }
 
 // Reply scripts one answer.
@@ -91,7 +95,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		case <-r.Context().Done():
 		}
 	}
-	p := Post{Path: r.URL.Path, At: time.Now(), Status: reply.Status}
+	p := Post{Path: r.URL.Path, At: time.Now(), Status: reply.Status, Abandoned: r.Context().Err() != nil}
 	_ = json.Unmarshal(b, &p.Body)
 	p.Text, _ = p.Body["text"].(string)
 	s.mu.Lock()
