@@ -70,7 +70,8 @@ type Call struct {
 	// Key names what a post, an insert or a commit carries: a Slack post's
 	// alert title ("resolved:" prefixed for a follow-up), a BigQuery
 	// insert's row ids (the history keys), Confirmed for a commit that
-	// confirms a trigger or batch.
+	// confirms a trigger or batch, Settles for one that records an effect
+	// done.
 	Key string
 }
 
@@ -310,6 +311,9 @@ func confirms(req any) string {
 		if f["_triggered"].GetBooleanValue() || f["is_complete"].GetBooleanValue() {
 			return Confirmed
 		}
+	}
+	if settles(c) {
+		return Settles
 	}
 	return ""
 }

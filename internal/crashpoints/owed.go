@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"cloud.google.com/go/firestore"
+	"cloud.google.com/go/firestore/apiv1/firestorepb"
 
 	"github.com/phasegate/phasegate/internal/batch"
 	"github.com/phasegate/phasegate/internal/config"
@@ -18,10 +19,28 @@ import (
 // commit records that a publish or post was delivered (recordsDelivery,
 // where a fault may leave one copy).
 
+// Settles is a commit's Key when it records an effect done: the record of
+// a Slack post or a row.
+const Settles = "settles"
+
+// settles reports whether c records an effect done (its state). An
+// instance performs its effects concurrently, so only such a commit — not
+// another lane's take of an effect, or a wait on a prerequisite — can be
+// the record of a delivery.
+func settles(c *firestorepb.CommitRequest) bool {
+	for _, w := range c.GetWrites() {
+		if collectionOf(w.GetUpdate().GetName()) == effect.Collection &&
+			w.GetUpdate().GetFields()["state"].GetStringValue() == string(effect.Done) {
+			return true
+		}
+	}
+	return false
+}
+
 // recordsDelivery reports whether commit c is where phasegate records that
 // sent was delivered. A publish's record is the commit that confirms its
 // gate or batch (known from outside, by the contract fields it sets); a
-// Slack post's is a commit of its effect record alone.
+// Slack post's is a commit of its effect record alone, recording it done.
 func recordsDelivery(c, sent Call) bool {
 	if c.Method != "Commit" {
 		return false
@@ -29,7 +48,7 @@ func recordsDelivery(c, sent Call) bool {
 	if sent.Method == "Publish" {
 		return c.Key == Confirmed
 	}
-	return c.Resource == effect.Collection
+	return c.Resource == effect.Collection && c.Key == Settles
 }
 
 // owedOrClaimed is the one place in the explorer that knows how phasegate
