@@ -83,27 +83,41 @@ PUBSUB_EMULATOR_HOST are set.`,
 	return cmd
 }
 
-func runLoadtest(ctx context.Context, out io.Writer, f loadtestFlags) error {
+// fleetEnv starts what a fleet of serve processes needs — the emulators
+// unless they run, the counting Firestore proxy, dir/logs — and returns
+// the Env that launches this binary's serve, and what stops it all.
+func fleetEnv(ctx context.Context, out io.Writer, dir string, queueTimeout, minBackoff, maxBackoff time.Duration) (*loadtest.Env, func(), error) {
 	stop, err := ensureEmulators(ctx, out)
+	if err != nil {
+		return nil, nil, err
+	}
+	logs := filepath.Join(dir, "logs")
+	self, err := os.Executable()
+	if err == nil {
+		err = os.MkdirAll(logs, 0o755)
+	}
+	if err != nil {
+		stop()
+		return nil, nil, err
+	}
+	proxy, err := loadtest.StartProxy(os.Getenv("FIRESTORE_EMULATOR_HOST"))
+	if err != nil {
+		stop()
+		return nil, nil, err
+	}
+	logf := func(format string, args ...any) { fmt.Fprintf(out, format+"\n", args...) }
+	env := &loadtest.Env{Proxy: proxy, Launcher: loadtest.ServeLauncher(self), LogDir: logs,
+		QueueTimeout: queueTimeout, MinBackoff: minBackoff, MaxBackoff: maxBackoff, Log: logf}
+	return env, func() { proxy.Close(); stop() }, nil
+}
+
+func runLoadtest(ctx context.Context, out io.Writer, f loadtestFlags) error {
+	env, stop, err := fleetEnv(ctx, out, f.out, f.queueTimeout, f.minBackoff, f.maxBackoff)
 	if err != nil {
 		return err
 	}
 	defer stop()
-	if err := os.MkdirAll(filepath.Join(f.out, "logs"), 0o755); err != nil {
-		return err
-	}
-	proxy, err := loadtest.StartProxy(os.Getenv("FIRESTORE_EMULATOR_HOST"))
-	if err != nil {
-		return err
-	}
-	defer proxy.Close()
-	self, err := os.Executable()
-	if err != nil {
-		return err
-	}
-	logf := func(format string, args ...any) { fmt.Fprintf(out, format+"\n", args...) }
-	env := &loadtest.Env{Proxy: proxy, Launcher: loadtest.ServeLauncher(self), LogDir: filepath.Join(f.out, "logs"),
-		QueueTimeout: f.queueTimeout, MinBackoff: f.minBackoff, MaxBackoff: f.maxBackoff, Log: logf}
+	logf := env.Log
 	rate := f.rate
 	if rate == 0 {
 		rate = int((float64(f.players) + f.window.Seconds() - 1) / f.window.Seconds())

@@ -89,27 +89,11 @@ func runSoak(ctx context.Context, out io.Writer, s loadtest.Soak, dir string, mi
 	if s.Instances < 2 || s.Nights < 1 || s.Players < 1 || s.Window <= 0 || s.KillEvery <= 0 || s.SweepEvery <= 0 {
 		return usagef("soak: want at least 2 instances, a night, a player, and positive --window, --kill-every, --sweep-every")
 	}
-	stop, err := ensureEmulators(ctx, out)
+	env, stop, err := fleetEnv(ctx, out, dir, 10*time.Second, minBackoff, maxBackoff)
 	if err != nil {
 		return err
 	}
 	defer stop()
-	logs := filepath.Join(dir, "logs")
-	if err := os.MkdirAll(logs, 0o755); err != nil {
-		return err
-	}
-	proxy, err := loadtest.StartProxy(os.Getenv("FIRESTORE_EMULATOR_HOST"))
-	if err != nil {
-		return err
-	}
-	defer proxy.Close()
-	self, err := os.Executable()
-	if err != nil {
-		return err
-	}
-	logf := func(format string, args ...any) { fmt.Fprintf(out, format+"\n", args...) }
-	env := &loadtest.Env{Proxy: proxy, Launcher: loadtest.ServeLauncher(self), LogDir: logs,
-		QueueTimeout: 10 * time.Second, MinBackoff: minBackoff, MaxBackoff: maxBackoff, Log: logf}
 	r, err := env.Soak(ctx, s)
 	if err != nil {
 		return fmt.Errorf("soak: %w", err)
