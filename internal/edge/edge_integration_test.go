@@ -19,7 +19,6 @@ import (
 
 	"github.com/phasegate/phasegate/internal/apptest"
 	"github.com/phasegate/phasegate/internal/envelope"
-	"github.com/phasegate/phasegate/internal/gate"
 	"github.com/phasegate/phasegate/internal/logging"
 	"github.com/phasegate/phasegate/internal/opstate"
 	"github.com/phasegate/phasegate/internal/testenv"
@@ -242,21 +241,16 @@ func noWrites(t *testing.T, e *apptest.Env) {
 	}
 	var names []string
 	for _, c := range cols {
-		// The sweeps' own bookkeeping, and nothing else, may be there: the
-		// heartbeat, and the marks of the ledger's one-time seeding.
-		var own func(id string) bool
-		switch c.ID {
-		case opstate.Collection:
-			own = func(id string) bool { return id == "sweep" }
-		case gate.LedgerCollection:
-			own = func(id string) bool { return strings.HasPrefix(id, "seeded:") }
-		}
-		if own != nil {
+		if c.ID == opstate.Collection {
+			// The sweeps' own facts, and nothing else, may be there: the
+			// heartbeat, and the ledger's one-time seeding per phase.
 			refs, err := c.DocumentRefs(ctx).GetAll()
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !slices.ContainsFunc(refs, func(r *firestore.DocumentRef) bool { return !own(r.ID) }) {
+			if !slices.ContainsFunc(refs, func(r *firestore.DocumentRef) bool {
+				return r.ID != "sweep" && !strings.HasPrefix(r.ID, "ledger-seeded-")
+			}) {
 				continue
 			}
 		}

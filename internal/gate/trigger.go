@@ -21,6 +21,7 @@ import (
 	"github.com/phasegate/phasegate/internal/effect"
 	"github.com/phasegate/phasegate/internal/gamedate"
 	"github.com/phasegate/phasegate/internal/history"
+	"github.com/phasegate/phasegate/internal/opstate"
 	"github.com/phasegate/phasegate/internal/rules"
 )
 
@@ -188,15 +189,15 @@ func (g *Gate) SeedLedger(ctx context.Context, pageSize int) (int, error) {
 
 // SeedLedgerOnce is SeedLedger the first time any instance runs it for
 // this phase, then nothing: the sweep's take-over step after a deploy over
-// a revision before the ledger. A marker document in the ledger's
-// collection records that it ran; `phasegate effects take-over` runs
+// a revision before the ledger. A fact in orchestrator_health
+// (ledger-seeded-<phase>) records that it ran; `phasegate effects take-over` runs
 // SeedLedger again regardless (for gates an old instance triggered during
 // the rollout, after the first sweep).
 func (g *Gate) SeedLedgerOnce(ctx context.Context) (int, error) {
 	if g.seeded.Load() {
 		return 0, nil
 	}
-	marker := g.Firestore.Collection(g.Names.Coll(LedgerCollection)).Doc("seeded:" + g.phase.Name)
+	marker := g.Firestore.Collection(g.Names.Coll(opstate.Collection)).Doc("ledger-seeded-" + g.phase.Name)
 	if _, err := marker.Get(ctx); err == nil {
 		g.seeded.Store(true)
 		return 0, nil
