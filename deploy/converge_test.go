@@ -3,7 +3,6 @@ package deploy
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -141,28 +140,15 @@ func (p *project) run(extra map[string]string, args ...string) result {
 	for _, f := range []string{"calls.log", "sleeps.log"} {
 		_ = os.Remove(filepath.Join(p.dir, f))
 	}
-	cmd := exec.Command("bash", append([]string{"deploy.sh"}, args...)...)
 	// Under -race the stand-in would sleep a second at each exit (the race
 	// runtime's atexit_sleep_ms).
-	cmd.Env = []string{"PATH=" + p.bin + ":/usr/bin:/bin", "HOME=" + p.t.TempDir(), "GORACE=atexit_sleep_ms=0",
+	env := []string{"PATH=" + p.bin + ":/usr/bin:/bin", "HOME=" + p.t.TempDir(), "GORACE=atexit_sleep_ms=0",
 		"FAKE_GCLOUD_STATE=" + p.dir, "FAKE_GCLOUD_REAL=" + realGcloud, "FAKE_GCLOUD_REAL_CONFIG=" + realConfig,
 		"FAKE_GCLOUD_LISTING=" + listing}
-	for k, v := range base {
-		cmd.Env = append(cmd.Env, k+"="+v)
-	}
-	for k, v := range extra {
-		cmd.Env = append(cmd.Env, k+"="+v)
-	}
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	start := time.Now()
-	err := cmd.Run()
-	r := result{stdout: stdout.String(), stderr: stderr.String(), elapsed: time.Since(start)}
-	var exit *exec.ExitError
-	if err != nil && !errors.As(err, &exit) {
-		p.t.Fatal(err)
-	}
-	r.code = cmd.ProcessState.ExitCode()
+	var r result
+	r.stdout, r.stderr, r.code = deploySH(p.t, env, extra, args...)
+	r.elapsed = time.Since(start)
 	if b, err := os.ReadFile(filepath.Join(p.dir, "calls.log")); err == nil {
 		for line := range strings.Lines(string(b)) {
 			var args []string

@@ -49,14 +49,25 @@ func plan(t *testing.T, extra map[string]string, args ...string) [][]string {
 
 func script(t *testing.T, extra map[string]string, args ...string) (string, string, int) {
 	t.Helper()
-	cmd := exec.Command("bash", append([]string{"deploy.sh"}, args...)...)
 	// A gcloud first on PATH that records being called: a dry run must not
 	// call it.
 	fake := t.TempDir()
 	if err := os.WriteFile(filepath.Join(fake, "gcloud"), []byte("#!/bin/sh\necho \"$*\" >>\"$0.called\"\nexit 1\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	cmd.Env = []string{"PATH=" + fake + ":/usr/bin:/bin", "HOME=" + t.TempDir()}
+	stdout, stderr, code := deploySH(t, []string{"PATH=" + fake + ":/usr/bin:/bin", "HOME=" + t.TempDir()}, extra, args...)
+	if called, err := os.ReadFile(filepath.Join(fake, "gcloud.called")); err == nil && slices.Contains(args, "--dry-run") {
+		t.Errorf("the dry run called gcloud:\n%s", called)
+	}
+	return stdout, stderr, code
+}
+
+// deploySH runs deploy.sh with args in env, then base's and extra's
+// variables, and returns what it printed and its exit code.
+func deploySH(t *testing.T, env []string, extra map[string]string, args ...string) (string, string, int) {
+	t.Helper()
+	cmd := exec.Command("bash", append([]string{"deploy.sh"}, args...)...)
+	cmd.Env = env
 	for k, v := range base {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
@@ -69,9 +80,6 @@ func script(t *testing.T, extra map[string]string, args ...string) (string, stri
 	var exit *exec.ExitError
 	if err != nil && !errors.As(err, &exit) {
 		t.Fatal(err)
-	}
-	if called, err := os.ReadFile(filepath.Join(fake, "gcloud.called")); err == nil && slices.Contains(args, "--dry-run") {
-		t.Errorf("the dry run called gcloud:\n%s", called)
 	}
 	return stdout.String(), stderr.String(), cmd.ProcessState.ExitCode()
 }
